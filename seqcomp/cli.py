@@ -1,0 +1,166 @@
+"""``seqcomp`` command line: a thin layer over library functions.
+
+Known input errors (bad config, bad data, missing model, malformed predictions) end with one line naming
+the cause and the fix and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, ExperimentConfig, apply_overrides, load_config_file
+from .data import DataError
+from .layout import LayoutError
+from .lm import ModelLoadError
+from .metrics import ScoreInputError
+from .presets import PRESETS, get_preset
+
+USER_ERRORS = (ConfigError, DataError, LayoutError, ModelLoadError, ScoreInputError, FileNotFoundError)
+
+
+def _add_config_args(p: argparse.ArgumentParser, default_preset: str | None = "tier1") -> None:
+    p.add_argument("--preset", default=default_preset, help=f"named config: {', '.join(PRESETS)}")
+    p.add_argument("--config", help="a JSON/YAML config file (instead of --preset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set compressor.m=16 (repeatable)")
+    p.add_argument("--model", help="shortcut for --set model.name=...")
+    p.add_argument("--data", help="SQuAD file/folder/hub id (shortcut for --set data.source=...)")
+
+
+def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
+    config = load_config_file(args.config) if args.config else get_preset(args.preset)
+    overrides = list(args.overrides)
+    if getattr(args, "model", None):
+        overrides.append(f"model.name={args.model}")
+    if getattr(args, "data", None):
+        overrides.append(f"data.source={args.data}")
+    return apply_overrides(config, overrides)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .data import load_squad
+    from .metrics import load_predictions_file, score_predictions
+
+    predictions = load_predictions_file(args.predictions)
+    golds = load_squad(args.data, args.split).golds()
+    report = score_predictions(predictions, golds, source=str(args.predictions))
+    result = {"exact_match": report.exact_match, "f1": report.f1}
+    if args.json:
+        print(json.dumps({**result, "n_questions": report.n_questions, "n_answered": report.n_answered,
+                          "missing_ids": len(report.missing_ids), "extra_ids": len(report.extra_ids)}))
+    else:
+        print(json.dumps(result))
+        if report.missing_ids:
+            print(f"note: {len(report.missing_ids)} of {report.n_questions} questions have no prediction "
+                  f"and score 0 (e.g. {report.missing_ids[0]})", file=sys.stderr)
+        if report.extra_ids:
+            print(f"note: {len(report.extra_ids)} predicted ids are not in the data and were ignored "
+                  f"(e.g. {report.extra_ids[0]})", file=sys.stderr)
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from .diagnose import answer_length_figure, answer_length_report, format_report
+    from .lm import load_lm
+    from .slices import SYNTHETIC
+    from .synthetic import key_recall_examples
+
+    config = resolve_config(args)
+    lm = load_lm(config.model.name)
+    if config.data.source == SYNTHETIC:
+        examples = key_recall_examples(200, seed=0)
+    else:
+        from .data import load_squad
+
+        examples = load_squad(config.data.source, args.split).examples
+    report = answer_length_report(examples, lm.tokenizer, config.model.name, args.split, config.layout)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report))
+    if args.figure:
+        answer_length_figure(report).write_html(args.figure, include_plotlyjs=True)
+        print(f"figure written to {args.figure}", file=sys.stderr)
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .baseline_runs import run_baseline
+
+    config = resolve_config(args)
+    if args.n is not None:
+        config = apply_overrides(config, {"data.n_test": args.n})
+    metrics = run_baseline(args.kind, config, Path(args.out), budget=args.budget, shots=args.shots)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    config = resolve_config(args)
+    run_demo(config, Path(args.out), n=args.n, budget=args.budget)
+    print(f"demo written to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqcomp", description="Sequence compression for a frozen LM on SQuAD: "
+                                     "baselines, diagnosis, training, evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("score", help="score an official-format predictions file (EM/F1 in percent)")
+    p.add_argument("predictions", help='JSON file {"question id": "answer text", ...}')
+    p.add_argument("--data", required=True, help="SQuAD dev file/folder (official JSON, .gz, or JSONL)")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--json", action="store_true", help="also report counts of missing/extra ids")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("diagnose", help="answer-length diagnosis and recommended max_new_tokens")
+    _add_config_args(p)
+    p.add_argument("--split", default="validation")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--figure", help="write the plotly histogram to this HTML file")
+    p.set_defaults(func=cmd_diagnose)
+
+    p = sub.add_parser("baseline", help="run a zero-shot baseline into a run folder")
+    p.add_argument("kind", choices=["text", "fewshot", "none", "truncate", "replay"])
+    _add_config_args(p)
+    p.add_argument("--n", type=int, help="test questions (data.n_test)")
+    p.add_argument("--budget", type=int, help="context tokens kept (truncate)")
+    p.add_argument("--shots", type=int, default=2, help="solved train examples (fewshot)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("demo", help="the main job: diagnosis + every baseline on the default model")
+    _add_config_args(p)
+    p.add_argument("--n", type=int, default=200, help="dev questions per baseline")
+    p.add_argument("--budget", type=int, default=32, help="truncation budget (= compressed slots M)")
+    p.add_argument("--out", default="runs/demo")
+    p.set_defaults(func=cmd_demo)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    from . import cli_train
+
+    return cli_train.REGISTER
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"seqcomp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

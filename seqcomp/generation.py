@@ -1,0 +1,83 @@
+"""Batched greedy generation from an ``LMInput`` (or plain token ids) with transformers' ``generate``.
+
+Generation stops at the end-of-answer token or any token containing a newline, and reports what
+the inspectors need: the raw text, the cleaned answer, token ids, per-token log-probabilities and the
+first step's top-5 candidates.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .layout import LMInput
+from .lm import LM
+from .metrics import clean_answer
+
+
+@dataclass
+class Generation:
+    raw: str  # decoded new tokens up to and including the stop token
+    answer: str  # after the one cleaning function
+    token_ids: list[int]
+    token_logprobs: list[float]
+    first_top5: list[tuple[str, float]] = field(default_factory=list)  # first step: (token, probability)
+
+    @property
+    def first_token_id(self) -> int | None:
+        return self.token_ids[0] if self.token_ids else None
+
+
+@functools.lru_cache(maxsize=8)
+def _newline_ids(tokenizer) -> tuple[int, ...]:
+    vocab = tokenizer.get_vocab()
+    return tuple(sorted(i for i in vocab.values() if "\n" in tokenizer.decode([i])))
+
+
+def stop_ids(lm: LM, end_of_answer_ids: Sequence[int] = ()) -> list[int]:
+    """Tokens that end an answer: the end-of-answer token, every newline token, and EOS."""
+    ids = set(end_of_answer_ids) | set(_newline_ids(lm.tokenizer))
+    if lm.tokenizer.eos_token_id is not None:
+        ids.add(lm.tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+@torch.no_grad()
+def generate(lm: LM, batch: LMInput | None = None, *, input_ids: torch.Tensor | None = None,
+             attention_mask: torch.Tensor | None = None, max_new_tokens: int = 32,
+             end_of_answer: str = "\n", end_of_answer_ids: Sequence[int] = ()) -> list[Generation]:
+    """Greedy-decode one batch from embeddings (``batch``) or left-padded ``input_ids``."""
+    stops = stop_ids(lm, end_of_answer_ids)
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
+                  pad_token_id=lm.pad_id, return_dict_in_generate=True, output_logits=True,
+                  temperature=None, top_p=None, top_k=None)
+    with lm.autocast():
+        if batch is not None:
+            out = lm.model.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
+            new = out.sequences
+        else:
+            out = lm.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            new = out.sequences[:, input_ids.shape[1]:]
+    logprobs = torch.stack([step.float().log_softmax(-1) for step in out.logits], dim=1)  # [B, T, V]
+    stop_set = set(stops)
+    results = []
+    for row in range(new.shape[0]):
+        ids = []
+        for t in new[row].tolist():
+            ids.append(t)
+            if t in stop_set:
+                break
+        lps = [float(logprobs[row, j, t]) for j, t in enumerate(ids)]
+        top = logprobs[row, 0].exp().topk(5)
+        top5 = [(lm.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+        raw = lm.tokenizer.decode(ids, skip_special_tokens=False)
+        results.append(Generation(raw=raw, answer=clean_answer(_strip_special(lm, ids), end_of_answer),
+                                  token_ids=ids, token_logprobs=lps, first_top5=top5))
+    return results
+
+
+def _strip_special(lm: LM, ids: list[int]) -> str:
+    return lm.tokenizer.decode(ids, skip_special_tokens=True)

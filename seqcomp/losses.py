@@ -1,0 +1,101 @@
+"""Training losses on the one layout: answer CE, first-token CE, K-token CE and KD from the full-text teacher.
+
+All terms come from ONE forward pass of the student: the logits at the positions that predict answer
+tokens (``LMInput.answer_logit_positions``). Targets are read from the unshifted labels one column to the
+right of each such position, which is exactly the shift Hugging Face applies inside its own LM loss; a
+test and the setup doctor check that ``answer_ce`` on a text prefix equals the model's own loss (bug B1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .config import ExperimentConfig, LossConfig
+from .data import SquadExample
+from .layout import IGNORE, LMInput, Segment, answer_ids, build_lm_input
+from .lm import LM
+
+
+@dataclass
+class AnswerLogits:
+    logits: torch.Tensor  # [B, A, V] logits predicting answer token j of each row
+    targets: torch.Tensor  # [B, A] answer token ids (IGNORE where the row's answer is shorter)
+
+    @property
+    def valid(self) -> torch.Tensor:
+        return self.targets != IGNORE
+
+
+def answer_logits(lm: LM, batch: LMInput) -> AnswerLogits:
+    """Forward once, keeping only the logits of the last ``max answer + 1`` columns (cheap on big vocabularies)."""
+    if batch.labels is None:
+        raise ValueError("answer_logits needs a batch built with answers")
+    a = max(batch.answer_lengths)
+    with lm.autocast():
+        out = lm.model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids, logits_to_keep=a + 1, use_cache=False)
+    positions = batch.answer_logit_positions(a)  # [B, A], -1 where absent
+    offset = batch.width - (a + 1)
+    kept = (positions - offset).clamp(min=0).to(out.logits.device)
+    logits = torch.gather(out.logits, 1, kept[:, :, None].expand(-1, -1, out.logits.shape[-1]))
+    target_cols = (positions + 1).clamp(min=0, max=batch.width - 1).to(batch.labels.device)
+    targets = torch.gather(batch.labels, 1, target_cols)
+    targets = torch.where(positions.to(targets.device) >= 0, targets, torch.full_like(targets, IGNORE))
+    return AnswerLogits(logits=logits.float(), targets=targets)
+
+
+def answer_ce(al: AnswerLogits, first_k: int | None = None) -> torch.Tensor:
+    """Token-mean CE over answer tokens (all, or the first ``first_k`` of each row)."""
+    targets = al.targets if first_k is None else al.targets[:, :first_k]
+    logits = al.logits if first_k is None else al.logits[:, :first_k]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+
+
+def kd_loss(student: AnswerLogits, teacher_logits: torch.Tensor, k: int, tau: float) -> torch.Tensor:
+    """Forward KL(teacher || student) at temperature tau on the first k answer tokens, times tau^2."""
+    s = student.logits[:, :k] / tau
+    t = teacher_logits[:, :k].float() / tau
+    valid = student.valid[:, :k]
+    kl = (F.softmax(t, -1) * (F.log_softmax(t, -1) - F.log_softmax(s, -1))).sum(-1)
+    return (kl * valid).sum() / valid.sum().clamp(min=1) * tau * tau
+
+
+def answers_for(lm: LM, config: ExperimentConfig, examples: Sequence[SquadExample]) -> tuple[list[list[int]], int]:
+    """Training answers (first gold, truncated to data.max_answer_tokens, + end-of-answer)."""
+    out, n_truncated = [], 0
+    for e in examples:
+        ids, truncated = answer_ids(lm.tokenizer, config.layout, e.answers[0], config.data.max_answer_tokens)
+        out.append(ids)
+        n_truncated += truncated
+    return out, n_truncated
+
+
+@torch.no_grad()
+def teacher_answer_logits(lm: LM, teacher_prefixes: Sequence[Sequence[Segment]],
+                          answers: Sequence[Sequence[int]], k: int) -> torch.Tensor:
+    """The frozen LM reading the full text, at the same answer positions (aligned by the right edge)."""
+    batch = build_lm_input(lm.embed, teacher_prefixes, answers, pad_id=lm.pad_id)
+    return answer_logits(lm, batch).logits[:, :k]
+
+
+def combine(parts: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
+    weights = {"ce": cfg.ce_weight, "first_token": cfg.first_token_weight, "k_token": cfg.k_weight,
+               "kd": cfg.kd_weight}
+    return sum(weights[name] * value for name, value in parts.items() if weights.get(name, 0) > 0)
+
+
+def loss_terms(al: AnswerLogits, cfg: LossConfig, teacher_logits: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Each term separately (for logging); only weighted terms enter the total."""
+    parts = {"ce": answer_ce(al), "first_token": answer_ce(al, 1)}
+    if cfg.k_weight > 0:
+        parts["k_token"] = answer_ce(al, cfg.k_tokens)
+    if cfg.kd_weight > 0:
+        if teacher_logits is None:
+            raise ValueError("loss.kd_weight > 0 needs teacher logits")
+        parts["kd"] = kd_loss(al, teacher_logits, cfg.k_tokens, cfg.kd_tau)
+    parts["total"] = combine(parts, cfg)
+    return parts

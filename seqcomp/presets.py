@@ -1,0 +1,87 @@
+"""Named experiment presets: a registry instead of copy-pasted configs.
+
+``seed-experiment-1`` reproduces the diagnosed experiment (``shared/docs/diagnosis.md``) inside the
+guarded layout, so the setup doctor can show what it violates. ``tier1`` and ``tier2`` apply the
+post-mortem's fixes; ``text-ceiling`` and ``truncate-trained`` are the fair trained baselines: the same
+layout and trained anchor, reading the full context or its first M tokens as text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .config import (CompressorConfig, ConfigError, DataConfig, ExperimentConfig, GenerationConfig,
+                     LayoutConfig, LossConfig, ModelConfig, TrainConfig)
+
+
+def _seed_experiment_1() -> ExperimentConfig:
+    return ExperimentConfig(
+        name="seed-experiment-1",
+        data=DataConfig(max_answer_tokens=64, n_select=0, select_on_test=True),
+        layout=LayoutConfig(bos=False, question_as_text=False, anchor="", train_anchor=False, end_of_answer=""),
+        compressor=CompressorConfig(kind="query", source="embeddings", compress_question=True,
+                                    calibrate=False, position_scale="unit"),
+        loss=LossConfig(),
+        train=TrainConfig(lr=5e-4),
+        generation=GenerationConfig(max_new_tokens=12),
+    )
+
+
+def _tier1() -> ExperimentConfig:
+    return ExperimentConfig(
+        name="tier1",
+        layout=LayoutConfig(bos=True, anchor="Answer:", end_of_answer="\n"),
+        compressor=CompressorConfig(kind="query", source="embeddings"),
+        generation=GenerationConfig(max_new_tokens=32),
+    )
+
+
+def _tier2() -> ExperimentConfig:
+    base = _tier1()
+    return dataclasses.replace(base, name="tier2",
+                               loss=LossConfig(first_token_weight=0.5, k_tokens=4, kd_weight=0.5, kd_tau=1.0))
+
+
+def _text_ceiling() -> ExperimentConfig:
+    base = _tier1()
+    return dataclasses.replace(base, name="text-ceiling", compressor=CompressorConfig(kind="text"))
+
+
+def _truncate_trained() -> ExperimentConfig:
+    base = _tier1()
+    return dataclasses.replace(base, name="truncate-trained", compressor=CompressorConfig(kind="truncate", m=32))
+
+
+def _pool_hidden() -> ExperimentConfig:
+    base = _tier2()
+    return dataclasses.replace(base, name="pool-hidden",
+                               compressor=CompressorConfig(kind="pool", source="hidden", source_layer=6))
+
+
+def _tiny() -> ExperimentConfig:
+    """The tiny random model on synthetic data: seconds, for tests and CI smoke runs."""
+    return ExperimentConfig(
+        name="tiny",
+        model=ModelConfig(name="tiny", precision="fp32"),
+        data=DataConfig(source="synthetic:key-recall", n_train=64, n_select=8, n_test=16, max_source_tokens=64),
+        compressor=CompressorConfig(kind="query", m=4, source="embeddings", width=64),
+        train=TrainConfig(batch_size=8, lr=3e-3),
+        generation=GenerationConfig(max_new_tokens=8, batch_size=8),
+    )
+
+
+PRESETS = {
+    "seed-experiment-1": _seed_experiment_1,
+    "tier1": _tier1,
+    "tier2": _tier2,
+    "text-ceiling": _text_ceiling,
+    "truncate-trained": _truncate_trained,
+    "pool-hidden": _pool_hidden,
+    "tiny": _tiny,
+}
+
+
+def get_preset(name: str) -> ExperimentConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name]()

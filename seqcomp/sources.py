@@ -1,0 +1,77 @@
+"""Source vectors a compressor reads: the frozen LM's token embeddings or its hidden states at a layer.
+
+Token embeddings are a bag of words once pooled (lessons.md); hidden states are contextual. Only the
+layers below ``source_layer`` run, so layer 6 of 30 costs a fifth of a full forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .config import CompressorConfig
+from .data import SquadExample
+from .layout import text_ids
+from .lm import LM
+
+
+@dataclass
+class SourceBatch:
+    vectors: torch.Tensor  # [B, S, D] fp32, right-padded (the compressor is padding-agnostic)
+    mask: torch.Tensor  # [B, S]
+    n_truncated: int  # rows longer than max_source_tokens that were cut
+
+
+def source_text(example: SquadExample, cfg: CompressorConfig) -> str:
+    """What is compressed: the context, or context + question as in the diagnosed experiment."""
+    if cfg.compress_question:
+        return f"{example.context}\n{example.question}"
+    return example.context
+
+
+def source_ids(lm: LM, examples: Sequence[SquadExample], cfg: CompressorConfig,
+               max_tokens: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    rows = [list(text_ids(lm.tokenizer, source_text(e, cfg))) for e in examples]
+    n_truncated = sum(len(r) > max_tokens for r in rows)
+    rows = [r[:max_tokens] or [lm.pad_id] for r in rows]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), lm.pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids.to(lm.device), mask.to(lm.device), n_truncated
+
+
+@torch.no_grad()
+def source_vectors(lm: LM, examples: Sequence[SquadExample], cfg: CompressorConfig, max_tokens: int) -> SourceBatch:
+    ids, mask, n_truncated = source_ids(lm, examples, cfg, max_tokens)
+    if cfg.source == "embeddings":
+        return SourceBatch(lm.embed(ids).float(), mask, n_truncated)
+    return SourceBatch(hidden_states(lm, ids, mask, cfg.source_layer), mask, n_truncated)
+
+
+@torch.no_grad()
+def hidden_states(lm: LM, ids: torch.Tensor, mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """Residual stream after ``layer`` decoder layers (0 = embeddings), running only those layers."""
+    n_layers = lm.model.config.num_hidden_layers
+    if layer > n_layers:
+        raise ValueError(f"compressor.source_layer={layer} but the model has {n_layers} layers")
+    with _first_layers(lm, layer), lm.autocast():
+        out = lm.model.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+    return out.hidden_states[layer].float()
+
+
+@contextlib.contextmanager
+def _first_layers(lm: LM, layer: int):
+    """Temporarily keep only the first ``layer`` (+1, whose output we ignore) decoder layers."""
+    layers = lm.model.model.layers
+    keep = min(layer + 1, len(layers))
+    lm.model.model.layers = layers[:keep]
+    try:
+        yield
+    finally:
+        lm.model.model.layers = layers

@@ -1,0 +1,74 @@
+"""A trainable system: what turns examples into one-layout prefixes for the frozen LM.
+
+``compressor.kind`` picks the head of the prefix: ``query``/``pool`` compressed slots, ``text`` the full
+context as text (the fair trained ceiling), ``truncate`` the first M context tokens as text (the trained
+truncation baseline). Every kind shares the rest of the layout and the trainable soft anchor, so the
+comparison between them is fair. Nothing derived from a gold answer reaches a prefix (bug B6): prefixes
+are a function of context and question only.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .compressor import Compressor
+from .config import ExperimentConfig
+from .data import SquadExample
+from .layout import Segment, anchor_ids, build_prefix, text_ids
+from .lm import LM
+from .sources import source_vectors
+
+
+class CompressionSystem(nn.Module):
+    def __init__(self, config: ExperimentConfig, lm: LM):
+        super().__init__()
+        self.config = config
+        cc = config.compressor
+        self.compressor = Compressor(cc, lm.hidden_size, lm.embedding_rms) if cc.kind in ("query", "pool") else None
+        ids = anchor_ids(lm.tokenizer, config.layout)
+        self.soft_anchor = None
+        if ids and config.layout.train_anchor:
+            init = lm.embed(torch.tensor(ids, device=lm.device)).detach().float().clone()
+            self.soft_anchor = nn.Parameter(init)
+        self.last_n_truncated = 0
+
+    def compress(self, lm: LM, examples: Sequence[SquadExample]) -> torch.Tensor:
+        """Compressed slots [B, M, D] (fp32) for the examples' contexts."""
+        if self.compressor is None:
+            raise ValueError(f"compressor.kind '{self.config.compressor.kind}' has no compressed slots")
+        src = source_vectors(lm, examples, self.config.compressor, self.config.data.max_source_tokens)
+        self.last_n_truncated = src.n_truncated
+        return self.compressor(src.vectors, src.mask)
+
+    def heads(self, lm: LM, examples: Sequence[SquadExample]) -> list[list[Segment]]:
+        kind = self.config.compressor.kind
+        if kind in ("query", "pool"):
+            slots = self.compress(lm, examples)
+            return [[Segment("compressed", vectors=slots[i])] for i in range(len(examples))]
+        if kind == "text":
+            return [[Segment("context", ids=text_ids(lm.tokenizer, f"Context: {e.context}\n"))] for e in examples]
+        m = self.config.compressor.m
+        return [[Segment("context-label", ids=text_ids(lm.tokenizer, "Context:")),
+                 Segment("context", ids=text_ids(lm.tokenizer, " " + e.context)[:m]),
+                 Segment("context-end", ids=text_ids(lm.tokenizer, "\n"))] for e in examples]
+
+    def prefixes(self, lm: LM, examples: Sequence[SquadExample]) -> list[list[Segment]]:
+        """The prefix every use shares: training, teacher forcing, KD student and generation."""
+        return [build_prefix(lm.tokenizer, self.config.layout, head, e.question, self.soft_anchor)
+                for head, e in zip(self.heads(lm, examples), examples)]
+
+    def forward(self, lm: LM, examples: Sequence[SquadExample]) -> list[list[Segment]]:
+        """Calling the module (as ``accelerate``/DDP requires for gradient sync) builds the prefixes."""
+        return self.prefixes(lm, examples)
+
+    def teacher_prefixes(self, lm: LM, examples: Sequence[SquadExample]) -> list[list[Segment]]:
+        """The KD teacher: the same frozen LM reading the full context as text, with the text anchor."""
+        return [build_prefix(lm.tokenizer, self.config.layout,
+                             [Segment("context", ids=text_ids(lm.tokenizer, f"Context: {e.context}\n"))],
+                             e.question, None) for e in examples]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]

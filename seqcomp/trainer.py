@@ -1,0 +1,237 @@
+"""Training loop for compressors, written out nanoGPT-style on top of ``accelerate``.
+
+fp32 master weights (AdamW), bf16 autocast only around the frozen LM, gradient clipping, warmup +
+cosine schedule, periodic evaluation on a selection slice disjoint from the test slice, best/last
+checkpoints as safetensors + JSON, ``history.jsonl`` and tqdm progress. The setup doctor runs first.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from .config import ExperimentConfig, from_dict
+from .data import SquadExample
+from .diagnostics import collapse_report
+from .evaluate import predict, score
+from .layout import build_lm_input
+from .lm import LM, load_lm
+from .losses import answer_logits, answers_for, loss_terms, teacher_answer_logits
+from .runs import atomic_write_text, environment_info, write_eval_run, write_json
+from .slices import Slices, load_slices
+from .system import CompressionSystem
+
+
+class DoctorFailed(RuntimeError):
+    """The setup doctor found a mismatch; the message lists the failed checks."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def step_losses(lm: LM, system: CompressionSystem, examples: Sequence[SquadExample],
+                config: ExperimentConfig) -> dict[str, torch.Tensor]:
+    """All loss terms of one batch from one student forward (and one no-grad teacher forward for KD)."""
+    answers, _ = answers_for(lm, config, examples)
+    batch = build_lm_input(lm.embed, system(lm, examples), answers, pad_id=lm.pad_id)
+    teacher = None
+    if config.loss.kd_weight > 0:
+        teacher = teacher_answer_logits(lm, system_module(system).teacher_prefixes(lm, examples), answers,
+                                        config.loss.k_tokens)
+    return loss_terms(answer_logits(lm, batch), config.loss, teacher)
+
+
+def system_module(system) -> CompressionSystem:
+    return system.module if hasattr(system, "module") else system
+
+
+def evaluate_system(lm: LM, system: CompressionSystem, examples: Sequence[SquadExample], config: ExperimentConfig,
+                    desc: str, progress: bool = True):
+    system = system_module(system)
+    was_training = system.training
+    system.eval()
+    gens = predict(lm, examples, lambda exs: system.prefixes(lm, exs), config.generation, config.layout,
+                   desc=desc, progress=progress)
+    system.train(was_training)
+    return score(lm, examples, gens, config.layout)
+
+
+@torch.no_grad()
+def compressed_diagnostics(lm: LM, system: CompressionSystem, examples: Sequence[SquadExample]) -> dict | None:
+    system = system_module(system)
+    if system.compressor is None:
+        return None
+    return collapse_report(system.compress(lm, examples), lm.embedding_rms)
+
+
+def save_checkpoint(system: CompressionSystem, folder: Path, tag: str, meta: dict) -> None:
+    """safetensors (no pickle) + JSON, each written to a temp file and renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in system_module(system).state_dict().items()}
+    tmp = folder / f".{tag}.safetensors.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(folder / f"{tag}.safetensors")
+    write_json(folder / f"{tag}.json", meta)
+
+
+def load_checkpoint(system: CompressionSystem, path: Path) -> None:
+    """Load weights saved by ``save_checkpoint``; shape mismatches name both shapes."""
+    state = load_file(str(path))
+    own = system.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path} does not fit this system: missing {missing}, unexpected {unexpected}")
+    for key, value in state.items():
+        if value.shape != own[key].shape:
+            raise ValueError(f"checkpoint {path}: '{key}' has shape {tuple(value.shape)} but this config builds "
+                             f"{tuple(own[key].shape)}; load it with the config it was trained with")
+    system.load_state_dict(state)
+
+
+def train(config: ExperimentConfig, out: Path, lm: LM | None = None, slices: Slices | None = None,
+          allow_failed_checks: bool = False, progress: bool = True) -> dict:
+    """Train ``config`` into run folder ``out``; returns the test metrics of the best checkpoint."""
+    from .doctor import format_checks, run_doctor
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.train.seed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    lm = lm or load_lm(config.model.name, config.model.precision, device=str(accelerator.device))
+    slices = slices or load_slices(config.data)
+    checks = run_doctor(config, lm, slices)
+    write_json(out / "doctor.json", [c.to_dict() for c in checks])
+    failed = [c for c in checks if not c.passed]
+    if failed and not allow_failed_checks:
+        raise DoctorFailed("setup doctor failed; fix the config or pass --allow-failed-checks to train the "
+                           "broken setup on purpose:\n" + format_checks(failed))
+    write_json(out / "config.json", {"name": config.name, "kind": "trained", "data_source": slices.source,
+                                     "experiment": config.to_dict(), "environment": environment_info()})
+
+    seed_everything(config.train.seed)
+    system = CompressionSystem(config, lm).to(accelerator.device)
+    params = system.trainable_parameters()
+    if not params:
+        raise ValueError(f"config '{config.name}' has nothing to train (no compressor and no trainable anchor)")
+    optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
+    generator = torch.Generator().manual_seed(config.train.seed)
+    loader = DataLoader(list(range(len(slices.train))), batch_size=config.train.batch_size, shuffle=True,
+                        generator=generator, collate_fn=list)
+    total_steps = config.train.epochs * math.ceil(len(slices.train) / (config.train.batch_size *
+                                                                      accelerator.num_processes))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.train.warmup_frac * total_steps), total_steps)
+    system, optimizer, loader, scheduler = accelerator.prepare(system, optimizer, loader, scheduler)
+    eval_every = config.train.eval_every or math.ceil(total_steps / config.train.epochs)
+    diag_examples = slices.select[: config.train.diagnostics_n] or slices.test[: config.train.diagnostics_n]
+
+    history_path = out / "history.jsonl"
+    history_path.write_text("")
+    best = {"select_f1": -1.0, "step": 0}
+    step, start = 0, time.perf_counter()
+    bar = tqdm(total=total_steps, desc=f"train {config.name}", unit="step", disable=not progress)
+    _log(history_path, {"step": 0, "kind": "eval", **_eval_point(lm, system, slices, config, progress)})
+    for epoch in range(config.train.epochs):
+        for idx in loader:
+            examples = [slices.train[i] for i in idx]
+            parts = step_losses(lm, system, examples, config)
+            if not torch.isfinite(parts["total"]):
+                raise FloatingPointError(f"non-finite loss at step {step + 1}: " +
+                                         ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()))
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(parts["total"])
+            grad_norm = accelerator.clip_grad_norm_(params, config.train.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(parts['total'].detach()):.3f}")
+            _log(history_path, {"step": step, "epoch": epoch, "kind": "train", "lr": scheduler.get_last_lr()[0],
+                                "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - start, 2),
+                                **{f"loss_{k}": float(v.detach()) for k, v in parts.items()}})
+            if step % eval_every == 0 or step == total_steps:
+                point = _eval_point(lm, system, slices, config, progress)
+                _log(history_path, {"step": step, "epoch": epoch, "kind": "eval", **point})
+                meta = {"step": step, "epoch": epoch, **point}
+                save_checkpoint(system, out / "checkpoints", "last", meta)
+                if point["select_f1"] > best["select_f1"]:
+                    best = {"select_f1": point["select_f1"], "step": step}
+                    save_checkpoint(system, out / "checkpoints", "best", meta)
+    bar.close()
+    train_seconds = time.perf_counter() - start
+    final = system_module(system)
+    load_checkpoint(final, out / "checkpoints" / "best.safetensors")
+    records, summary = evaluate_system(lm, final, slices.test, config, "test", progress)
+    diag = compressed_diagnostics(lm, final, slices.test[: config.train.diagnostics_n])
+    if final.compressor is not None:
+        with torch.no_grad():
+            slots = final.compress(lm, slices.test[: config.train.diagnostics_n])
+        save_file({"slots": slots.contiguous().cpu(), "embedding_rms": torch.tensor(lm.embedding_rms)},
+                  str(out / "compressed.safetensors"))
+        atomic_write_text(out / "compressed_ids.txt", "\n".join(e.id for e in slices.test[: len(slots)]) + "\n")
+    write_json(out / "diagnostics.json", diag or {})
+    metrics = {"system": f"trained:{config.name}", **summary.to_dict(), "best_step": best["step"],
+               "best_select_f1": best["select_f1"], "train_seconds": round(train_seconds, 1),
+               "n_train": len(slices.train), "n_select": len(slices.select)}
+    write_eval_run(out, {"name": config.name, "kind": "trained", "data_source": slices.source,
+                         "experiment": config.to_dict()}, records, metrics)
+    return metrics
+
+
+def _eval_point(lm, system, slices: Slices, config: ExperimentConfig, progress: bool) -> dict:
+    _, summary = evaluate_system(lm, system, slices.select, config, "select", progress=False)
+    point = {"select_em": summary.exact_match, "select_f1": summary.f1,
+             "select_first_token_accuracy": summary.first_token_accuracy}
+    diag = compressed_diagnostics(lm, system, slices.select[: config.train.diagnostics_n])
+    if diag:
+        point.update({f"diag_{k}": v for k, v in diag.items()})
+    return point
+
+
+def _log(path: Path, row: dict) -> None:
+    import json
+
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def config_from_run(run_dir: Path) -> ExperimentConfig:
+    import json
+
+    data = json.loads((Path(run_dir) / "config.json").read_text())
+    if "experiment" not in data:
+        raise ValueError(f"{run_dir}/config.json has no 'experiment' section; is it a seqcomp training run?")
+    return from_dict(data["experiment"])
+
+
+def evaluate_run(run_dir: Path, n: int | None = None, out: Path | None = None, progress: bool = True) -> dict:
+    """Re-evaluate a trained run's best checkpoint on its test slice (or the first n of a larger slice)."""
+    import dataclasses
+
+    run_dir = Path(run_dir)
+    config = config_from_run(run_dir)
+    if n is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, n_test=n))
+    lm = load_lm(config.model.name, config.model.precision)
+    system = CompressionSystem(config, lm)
+    load_checkpoint(system, run_dir / "checkpoints" / "best.safetensors")
+    slices = load_slices(dataclasses.replace(config.data, n_train=1))
+    records, summary = evaluate_system(lm, system, slices.test, config, "eval", progress)
+    metrics = {"system": f"trained:{config.name}", **summary.to_dict()}
+    write_eval_run(out or run_dir / f"eval-n{len(slices.test)}", {"name": config.name, "kind": "eval",
+                   "run": str(run_dir), "experiment": config.to_dict()}, records, metrics)
+    return metrics
