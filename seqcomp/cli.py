@@ -90,6 +90,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from .baseline_runs import run_baseline
 
+    if args.kind == "truncate" and not args.budget:
+        raise ConfigError("the truncate baseline needs --budget M (context tokens kept, e.g. the compressor's M)")
     config = resolve_config(args)
     if args.n is not None:
         config = apply_overrides(config, {"data.n_test": args.n})
@@ -148,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    from . import cli_train
+    from . import cli_notebooks, cli_train
 
-    return cli_train.REGISTER
+    return [*cli_train.REGISTER, *cli_notebooks.REGISTER]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,19 +49,25 @@ def answer_logits(lm: LM, batch: LMInput) -> AnswerLogits:
 
 
 def answer_ce(al: AnswerLogits, first_k: int | None = None) -> torch.Tensor:
-    """Token-mean CE over answer tokens (all, or the first ``first_k`` of each row)."""
+    """CE over answer tokens (all, or the first ``first_k``): token mean per question, then question mean.
+
+    Every question weighs the same whatever its answer length, and a batch split across processes
+    averages back to exactly the single-process value; for one question it is the model's own LM loss.
+    """
     targets = al.targets if first_k is None else al.targets[:, :first_k]
     logits = al.logits if first_k is None else al.logits[:, :first_k]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+    per_token = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+    valid = (targets != IGNORE).float()
+    return ((per_token * valid).sum(-1) / valid.sum(-1).clamp(min=1)).mean()
 
 
 def kd_loss(student: AnswerLogits, teacher_logits: torch.Tensor, k: int, tau: float) -> torch.Tensor:
     """Forward KL(teacher || student) at temperature tau on the first k answer tokens, times tau^2."""
     s = student.logits[:, :k] / tau
     t = teacher_logits[:, :k].float() / tau
-    valid = student.valid[:, :k]
+    valid = student.valid[:, :k].float()
     kl = (F.softmax(t, -1) * (F.log_softmax(t, -1) - F.log_softmax(s, -1))).sum(-1)
-    return (kl * valid).sum() / valid.sum().clamp(min=1) * tau * tau
+    return ((kl * valid).sum(-1) / valid.sum(-1).clamp(min=1)).mean() * tau * tau
 
 
 def answers_for(lm: LM, config: ExperimentConfig, examples: Sequence[SquadExample]) -> tuple[list[list[int]], int]:

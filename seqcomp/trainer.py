@@ -7,6 +7,7 @@ checkpoints as safetensors + JSON, ``history.jsonl`` and tqdm progress. The setu
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -15,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -105,23 +106,36 @@ def load_checkpoint(system: CompressionSystem, path: Path) -> None:
 
 def train(config: ExperimentConfig, out: Path, lm: LM | None = None, slices: Slices | None = None,
           allow_failed_checks: bool = False, progress: bool = True) -> dict:
-    """Train ``config`` into run folder ``out``; returns the test metrics of the best checkpoint."""
+    """Train ``config`` into run folder ``out``; returns the test metrics of the best checkpoint.
+
+    Under ``accelerate launch --num_processes N`` each global batch of ``train.batch_size`` questions is
+    split across the processes (``split_batches``) and the per-question loss means average back to the
+    single-process loss, so N processes follow the same trajectory as one. Only the main process writes.
+    """
     from .doctor import format_checks, run_doctor
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.train.seed)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    main = accelerator.is_main_process
+    if config.train.batch_size % accelerator.num_processes:
+        raise ValueError(f"train.batch_size={config.train.batch_size} must be divisible by the "
+                         f"{accelerator.num_processes} processes")
     lm = lm or load_lm(config.model.name, config.model.precision, device=str(accelerator.device))
     slices = slices or load_slices(config.data)
     checks = run_doctor(config, lm, slices)
-    write_json(out / "doctor.json", [c.to_dict() for c in checks])
     failed = [c for c in checks if not c.passed]
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "doctor.json", [c.to_dict() for c in checks])
     if failed and not allow_failed_checks:
         raise DoctorFailed("setup doctor failed; fix the config or pass --allow-failed-checks to train the "
                            "broken setup on purpose:\n" + format_checks(failed))
-    write_json(out / "config.json", {"name": config.name, "kind": "trained", "data_source": slices.source,
-                                     "experiment": config.to_dict(), "environment": environment_info()})
+    run_config = {"name": config.name, "kind": "trained", "data_source": slices.source,
+                  "processes": accelerator.num_processes, "experiment": config.to_dict()}
+    if main:
+        write_json(out / "config.json", {**run_config, "environment": environment_info()})
 
     seed_everything(config.train.seed)
     system = CompressionSystem(config, lm).to(accelerator.device)
@@ -132,19 +146,16 @@ def train(config: ExperimentConfig, out: Path, lm: LM | None = None, slices: Sli
     generator = torch.Generator().manual_seed(config.train.seed)
     loader = DataLoader(list(range(len(slices.train))), batch_size=config.train.batch_size, shuffle=True,
                         generator=generator, collate_fn=list)
-    total_steps = config.train.epochs * math.ceil(len(slices.train) / (config.train.batch_size *
-                                                                      accelerator.num_processes))
+    total_steps = config.train.epochs * math.ceil(len(slices.train) / config.train.batch_size)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.train.warmup_frac * total_steps), total_steps)
     system, optimizer, loader, scheduler = accelerator.prepare(system, optimizer, loader, scheduler)
     eval_every = config.train.eval_every or math.ceil(total_steps / config.train.epochs)
-    diag_examples = slices.select[: config.train.diagnostics_n] or slices.test[: config.train.diagnostics_n]
 
-    history_path = out / "history.jsonl"
-    history_path.write_text("")
+    log = _Log(out / "history.jsonl", enabled=main)
     best = {"select_f1": -1.0, "step": 0}
     step, start = 0, time.perf_counter()
-    bar = tqdm(total=total_steps, desc=f"train {config.name}", unit="step", disable=not progress)
-    _log(history_path, {"step": 0, "kind": "eval", **_eval_point(lm, system, slices, config, progress)})
+    bar = tqdm(total=total_steps, desc=f"train {config.name}", unit="step", disable=not (progress and main))
+    log.write({"step": 0, "kind": "eval", **_eval_point(lm, system, slices, config)})
     for epoch in range(config.train.epochs):
         for idx in loader:
             examples = [slices.train[i] for i in idx]
@@ -158,41 +169,65 @@ def train(config: ExperimentConfig, out: Path, lm: LM | None = None, slices: Sli
             optimizer.step()
             scheduler.step()
             step += 1
+            losses = {f"loss_{k}": float(accelerator.reduce(v.detach(), "mean")) for k, v in parts.items()}
             bar.update(1)
-            bar.set_postfix(loss=f"{float(parts['total'].detach()):.3f}")
-            _log(history_path, {"step": step, "epoch": epoch, "kind": "train", "lr": scheduler.get_last_lr()[0],
-                                "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - start, 2),
-                                **{f"loss_{k}": float(v.detach()) for k, v in parts.items()}})
+            bar.set_postfix(loss=f"{losses['loss_total']:.3f}")
+            log.write({"step": step, "epoch": epoch, "kind": "train", "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - start, 2), **losses})
             if step % eval_every == 0 or step == total_steps:
-                point = _eval_point(lm, system, slices, config, progress)
-                _log(history_path, {"step": step, "epoch": epoch, "kind": "eval", **point})
+                point = _eval_point(lm, system, slices, config)
+                log.write({"step": step, "epoch": epoch, "kind": "eval", **point})
                 meta = {"step": step, "epoch": epoch, **point}
-                save_checkpoint(system, out / "checkpoints", "last", meta)
+                if main:
+                    save_checkpoint(system, out / "checkpoints", "last", meta)
                 if point["select_f1"] > best["select_f1"]:
                     best = {"select_f1": point["select_f1"], "step": step}
-                    save_checkpoint(system, out / "checkpoints", "best", meta)
+                    if main:
+                        save_checkpoint(system, out / "checkpoints", "best", meta)
     bar.close()
     train_seconds = time.perf_counter() - start
+    accelerator.wait_for_everyone()
     final = system_module(system)
     load_checkpoint(final, out / "checkpoints" / "best.safetensors")
-    records, summary = evaluate_system(lm, final, slices.test, config, "test", progress)
-    diag = compressed_diagnostics(lm, final, slices.test[: config.train.diagnostics_n])
-    if final.compressor is not None:
-        with torch.no_grad():
-            slots = final.compress(lm, slices.test[: config.train.diagnostics_n])
-        save_file({"slots": slots.contiguous().cpu(), "embedding_rms": torch.tensor(lm.embedding_rms)},
-                  str(out / "compressed.safetensors"))
-        atomic_write_text(out / "compressed_ids.txt", "\n".join(e.id for e in slices.test[: len(slots)]) + "\n")
-    write_json(out / "diagnostics.json", diag or {})
+    records, summary = evaluate_system(lm, final, slices.test, config, "test", progress and main)
     metrics = {"system": f"trained:{config.name}", **summary.to_dict(), "best_step": best["step"],
                "best_select_f1": best["select_f1"], "train_seconds": round(train_seconds, 1),
                "n_train": len(slices.train), "n_select": len(slices.select)}
-    write_eval_run(out, {"name": config.name, "kind": "trained", "data_source": slices.source,
-                         "experiment": config.to_dict()}, records, metrics)
+    if main:
+        _write_compressed(lm, final, slices.test[: config.train.diagnostics_n], out)
+        write_eval_run(out, run_config, records, metrics)
+    accelerator.wait_for_everyone()
     return metrics
 
 
-def _eval_point(lm, system, slices: Slices, config: ExperimentConfig, progress: bool) -> dict:
+def _write_compressed(lm: LM, system: CompressionSystem, examples: Sequence[SquadExample], out: Path) -> None:
+    """The final collapse diagnostics and the compressed vectors of a few test questions (for the explorer)."""
+    diag = compressed_diagnostics(lm, system, examples)
+    write_json(out / "diagnostics.json", diag or {})
+    if system.compressor is None:
+        return
+    with torch.no_grad():
+        slots = system.compress(lm, examples)
+    save_file({"slots": slots.contiguous().cpu(), "embedding_rms": torch.tensor(lm.embedding_rms)},
+              str(out / "compressed.safetensors"))
+    atomic_write_text(out / "compressed_ids.txt", "\n".join(e.id for e in examples) + "\n")
+
+
+class _Log:
+    """history.jsonl, appended one JSON row at a time (main process only)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if enabled:
+            path.write_text("")
+
+    def write(self, row: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+def _eval_point(lm, system, slices: Slices, config: ExperimentConfig) -> dict:
     _, summary = evaluate_system(lm, system, slices.select, config, "select", progress=False)
     point = {"select_em": summary.exact_match, "select_f1": summary.f1,
              "select_first_token_accuracy": summary.first_token_accuracy}
@@ -202,16 +237,7 @@ def _eval_point(lm, system, slices: Slices, config: ExperimentConfig, progress: 
     return point
 
 
-def _log(path: Path, row: dict) -> None:
-    import json
-
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
-
-
 def config_from_run(run_dir: Path) -> ExperimentConfig:
-    import json
-
     data = json.loads((Path(run_dir) / "config.json").read_text())
     if "experiment" not in data:
         raise ValueError(f"{run_dir}/config.json has no 'experiment' section; is it a seqcomp training run?")

@@ -86,3 +86,14 @@ def test_unknown_preset_and_cli_set_strings():
         apply_overrides(cfg, ["compressor.m=many"])
     with pytest.raises(ConfigError, match="section.key=value"):
         apply_overrides(cfg, ["compressor.m"])
+
+
+def test_same_config_and_seed_give_identical_predictions(tmp_path, tiny):
+    cfg = key_recall_config(**{"data.n_train": 16, "data.n_test": 8, "data.n_select": 4})
+    a = train(cfg, tmp_path / "a", lm=tiny, progress=False)
+    b = train(cfg, tmp_path / "b", lm=tiny, progress=False)
+    assert (a["exact_match"], a["f1"]) == (b["exact_match"], b["f1"])
+    assert (tmp_path / "a" / "predictions.jsonl").read_text() == (tmp_path / "b" / "predictions.jsonl").read_text()
+    losses = [[json.loads(x).get("loss_total") for x in (tmp_path / r / "history.jsonl").read_text().splitlines()]
+              for r in ("a", "b")]
+    assert losses[0] == losses[1]

@@ -1,0 +1,341 @@
+"""Notebooks as batch jobs: papermill execution, offline HTML, the 01 -> 02 -> 03 pipeline and sweeps.
+
+Also the few helpers the notebooks share (parameters -> config overrides, where outputs go, small tables),
+so the notebooks stay thin and every system in them is configured, and compared, the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import ExperimentConfig, flat_keys, from_dict
+from .runs import Run, atomic_write_text, write_json
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+PIPELINE = ("01_diagnosis.ipynb", "02_tier1_fixes.ipynb", "03_retraining.ipynb")
+COMPLETE = "_complete.json"  # written last into a sweep point: its presence means the point is done
+PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
+
+
+class NotebookParameterError(ValueError):
+    """A parameter or grid the notebook cannot take; raised before anything executes."""
+
+
+class NotebookFailed(RuntimeError):
+    """A cell raised; the message is one line naming the notebook, the cell and the error."""
+
+
+# ---- helpers the notebooks call ---------------------------------------------------------------------------
+
+def experiment_overrides(model: str, data: str | None, n_train: int, n_eval: int, n_select: int, m: int,
+                         epochs: int, seed: int, batch_size: int, precision: str) -> dict[str, Any]:
+    """The notebook parameters as config overrides shared by every system, so all answer the same questions.
+
+    The tiny test model only runs in fp32 and gets the ``tiny`` preset's small compressor.
+    """
+    overrides: dict[str, Any] = {
+        "model.name": model, "model.precision": "fp32" if model == "tiny" else precision, "data.source": data,
+        "data.n_train": n_train, "data.n_test": n_eval, "data.n_select": n_select, "data.seed": seed,
+        "compressor.m": m, "train.epochs": epochs, "train.batch_size": batch_size, "train.seed": seed}
+    if model == "tiny":
+        from .presets import get_preset
+
+        tiny = get_preset("tiny")
+        overrides.update({"compressor.width": tiny.compressor.width,
+                          "data.max_source_tokens": tiny.data.max_source_tokens})
+    return overrides
+
+
+def generation_fixes(diagnosis: dict) -> dict[str, int]:
+    """Tier 1 fix 1 from the diagnosis: generate the recommended length and train on shorter answers."""
+    n = int(diagnosis["recommended_max_new_tokens"])
+    return {"generation.max_new_tokens": n, "data.max_answer_tokens": max(1, n - 1)}
+
+
+def project_path(path: str | Path, start: Path | None = None) -> Path:
+    """``path`` if absolute, else under the project root (the first folder up holding pyproject.toml):
+    a notebook opened in JupyterLab runs in ``notebooks/`` but writes to the same ``runs/`` as the CLI."""
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    here = (start or Path.cwd()).resolve()
+    root = next((f for f in (here, *here.parents) if (f / "pyproject.toml").is_file()), here)
+    return root / path
+
+
+def read_output(path: Path, made_by: str) -> dict | list:
+    """A JSON file an earlier notebook wrote; missing means that notebook has not run with this out_dir."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} is missing: run {made_by} first with the same out_dir")
+    return json.loads(Path(path).read_text())
+
+
+def validation_examples(data) -> list:
+    """The questions the answer-length diagnosis counts: all of SQuAD dev, or the synthetic eval pool."""
+    import dataclasses
+
+    from .slices import SYNTHETIC, eval_slices
+
+    if data.source == SYNTHETIC:
+        select, test, _ = eval_slices(dataclasses.replace(data, select_on_test=False))
+        return [*select, *test]
+    from .data import load_squad
+
+    return list(load_squad(data.source, "validation").examples)
+
+
+def load_matching_run(path: Path, config: ExperimentConfig, made_by: str) -> Run:
+    """A run an earlier notebook trained, checked to be exactly ``config`` (name aside) before it is reused."""
+    from .runs import load_run
+
+    if not (Path(path) / "metrics.json").is_file():
+        raise FileNotFoundError(f"{path} is not a finished run: run {made_by} first with the same parameters")
+    run = load_run(path)
+    theirs, ours = flat_keys(from_dict(run.config["experiment"])), flat_keys(config)
+    differ = sorted(k for k in ours if k != "name" and theirs.get(k) != ours[k])
+    if differ:
+        raise ValueError(f"{path} was trained with other settings ({', '.join(differ)}); rerun {made_by} with "
+                         "the same parameters as this notebook")
+    return run
+
+
+def check_same_questions(runs: Sequence[Run]) -> None:
+    """Systems are only comparable on the same test questions (same data, seed, n_eval and n_select)."""
+    first = [p["id"] for p in runs[0].predictions]
+    for run in runs[1:]:
+        if [p["id"] for p in run.predictions] != first:
+            raise ValueError(f"{run.path} answered other test questions than {runs[0].path}; rerun the "
+                             "notebooks with the same data, seed, n_eval and n_select")
+
+
+def examples_table(runs: Sequence[Run], n: int = 8) -> list[dict]:
+    """The first ``n`` test questions with the gold answer and every run's prediction (joined by id)."""
+    rows = []
+    for first in runs[0].predictions[:n]:
+        row = {"question": first["question"], "gold": " | ".join(first["golds"])}
+        for run in runs:
+            pred = next(p for p in run.predictions if p["id"] == first["id"])
+            row[run.name] = f"{pred['prediction']!r} (F1 {100 * pred['f1']:.0f})"
+        rows.append(row)
+    return rows
+
+
+def doctor_failures(run: Run) -> list[str]:
+    doctor = run.path / "doctor.json"
+    return [c["name"] for c in json.loads(doctor.read_text()) if not c["passed"]] if doctor.is_file() else []
+
+
+# ---- executing notebooks ----------------------------------------------------------------------------------
+
+def parse_value(text: str) -> Any:
+    """A ``-p`` value the way papermill's CLI reads it: None, true/false, int, float, else the string."""
+    if text in ("None", "none", "null"):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def resolve_notebook(name: str | Path) -> Path:
+    """A notebook path, or a name from ``notebooks/`` with or without ``.ipynb``."""
+    for path in (Path(name), NOTEBOOK_DIR / name, NOTEBOOK_DIR / f"{name}.ipynb"):
+        if path.is_file() and path.suffix == ".ipynb":
+            return path
+    known = ", ".join(p.stem for p in sorted(NOTEBOOK_DIR.glob("*.ipynb")))
+    raise FileNotFoundError(f"notebook '{name}' not found; give a path or one of: {known}")
+
+
+def notebook_parameters(notebook: Path) -> dict[str, Any]:
+    """Names and defaults of the notebook's ``parameters`` cell."""
+    import papermill
+
+    return {name: p["default"] for name, p in papermill.inspect_notebook(str(notebook)).items()}
+
+
+def check_parameters(notebook: Path, names: Sequence[str]) -> None:
+    declared = notebook_parameters(notebook)
+    unknown = sorted(set(names) - set(declared))
+    if unknown:
+        raise NotebookParameterError(f"{Path(notebook).name} has no parameter(s) {', '.join(unknown)}; "
+                                     f"its parameters are: {', '.join(declared)}")
+
+
+def execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], no_input: bool = False,
+            log_output: bool = True) -> dict:
+    """Execute ``notebook`` with papermill into ``out_dir`` and render self-contained HTML beside it.
+
+    ``out_dir`` is also the notebook's own ``out_dir`` parameter unless given, so run folders land next to
+    the executed notebook. A failing cell raises ``NotebookFailed``; the partial notebook stays on disk.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook, out_dir = Path(notebook), Path(out_dir).resolve()
+    check_parameters(notebook, list(parameters))
+    params = dict(parameters)
+    if "out_dir" in notebook_parameters(notebook):
+        params.setdefault("out_dir", str(out_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / notebook.name
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(notebook), str(executed), parameters=params, progress_bar=False,
+                                   log_output=log_output)
+    except PapermillExecutionError as err:
+        raise NotebookFailed(_failure_message(notebook, executed, err)) from None
+    html = render_html(executed, no_input)
+    return {"notebook": notebook.name, "executed": str(executed), "html": str(html),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _failure_message(notebook: Path, executed: Path, err) -> str:
+    import nbformat
+
+    cells = [c for c in nbformat.read(executed, as_version=4).cells
+             if not PAPERMILL_TAGS & set(c.metadata.get("tags", []))]
+    index = next(i for i, c in enumerate(cells) if any(o.get("output_type") == "error" for o in c.get("outputs", [])))
+    first_line = next((line for line in err.source.splitlines() if line.strip()), "")
+    evalue = (str(err.evalue).splitlines() or [""])[0]
+    return (f"{notebook.name} failed at cell {index} (In [{err.exec_count}]: {first_line.strip()!r}): "
+            f"{err.ename}: {evalue} (partial notebook kept at {executed})")
+
+
+def render_html(executed: Path, no_input: bool = False) -> Path:
+    """HTML beside the executed notebook; the notebooks embed plotly.js once, so it works offline."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", exclude_input=no_input, exclude_input_prompt=no_input,
+                            exclude_output_prompt=no_input)
+    body, _ = exporter.from_filename(str(executed))
+    html = Path(executed).with_suffix(".html")
+    atomic_write_text(html, body)
+    return html
+
+
+# ---- pipeline, summaries, sweeps --------------------------------------------------------------------------
+
+def collect_metrics(root: Path) -> list[dict]:
+    """One row per finished run folder under ``root`` (config.json + metrics.json), by path."""
+    rows = []
+    for path in sorted(Path(root).rglob("metrics.json")):
+        if not (path.parent / "config.json").is_file():
+            continue
+        m = json.loads(path.read_text())
+        rows.append({"run": path.parent.relative_to(root).as_posix(), "system": m.get("system"), "n": m["n"],
+                     "exact_match": m["exact_match"], "exact_match_ci": m["exact_match_ci"], "f1": m["f1"],
+                     "f1_ci": m["f1_ci"], "first_token_accuracy": m.get("first_token_accuracy"),
+                     "seconds": m.get("seconds", m.get("train_seconds"))})
+    return rows
+
+
+def runs_markdown(rows: Sequence[dict], extra: Sequence[str] = ()) -> str:
+    """A markdown table of EM/F1 with their 95% bootstrap CIs (``extra``: leading columns, e.g. sweep values)."""
+    head = [*extra, "run", "system", "n", "EM [95% CI]", "F1 [95% CI]", "seconds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        (em_lo, em_hi), (f1_lo, f1_hi) = r["exact_match_ci"], r["f1_ci"]
+        cells = [*(str(r[k]) for k in extra), r["run"], str(r["system"]), str(r["n"]),
+                 f"{r['exact_match']:.1f} [{em_lo:.1f}, {em_hi:.1f}]", f"{r['f1']:.1f} [{f1_lo:.1f}, {f1_hi:.1f}]",
+                 str(r["seconds"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_pipeline(out: Path, parameters: dict[str, Any], no_input: bool = False,
+                 notebooks: Sequence[str] = PIPELINE) -> dict:
+    """01 -> 02 -> 03 with shared parameters and ``out_dir=out``; writes ``summary.md`` and ``summary.json``."""
+    out = Path(out).resolve()
+    if "out_dir" in parameters:
+        raise NotebookParameterError("the pipeline writes to --out; do not pass -p out_dir")
+    paths = [NOTEBOOK_DIR / name for name in notebooks]
+    for path in paths:  # every name checked before the first notebook starts
+        check_parameters(path, list(parameters))
+    start, timings = time.perf_counter(), []
+    for i, path in enumerate(paths, 1):
+        print(f"[pipeline {i}/{len(paths)}] {path.name} -> {out / path.name}", flush=True)
+        timings.append(execute(path, out, parameters, no_input))
+    summary = {"parameters": parameters, "notebooks": timings, "total_seconds": round(time.perf_counter() - start, 1),
+               "runs": collect_metrics(out)}
+    write_json(out / "summary.json", summary)
+    times = "\n".join(f"| {t['notebook']} | {t['seconds']} | {Path(t['html']).name} |" for t in timings)
+    atomic_write_text(out / "summary.md", (
+        f"# seqcomp pipeline\n\nparameters: `{json.dumps(parameters)}`\n\n{runs_markdown(summary['runs'])}\n\n"
+        f"| notebook | seconds | HTML |\n|---|---|---|\n{times}\n\ntotal: {summary['total_seconds']} s\n"))
+    return summary
+
+
+def load_grid(path: Path) -> dict[str, list]:
+    """A YAML mapping of parameter name -> list of values."""
+    import yaml
+
+    grid = yaml.safe_load(Path(path).read_text())
+    if not isinstance(grid, dict) or not grid:
+        raise NotebookParameterError(f"{path}: a grid is a YAML mapping of parameter name -> list of values")
+    bad = [k for k, v in grid.items() if not isinstance(v, list) or not v]
+    if bad:
+        raise NotebookParameterError(f"{path}: {', '.join(bad)} must be non-empty lists, e.g. m: [8, 16, 32]")
+    return grid
+
+
+def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """The cartesian product of the grid, in the order the grid lists names and values."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def point_name(point: dict[str, Any]) -> str:
+    """A folder name from a point's parameters, safe characters only: ``m=8__n_train=200``."""
+    return "__".join(f"{k}={re.sub(r'[^A-Za-z0-9._-]+', '-', str(v))}" for k, v in point.items())
+
+
+def run_sweep(target: str, grid: dict[str, list], out: Path, parameters: dict[str, Any] | None = None,
+              no_input: bool = False) -> dict:
+    """Run ``target`` (a notebook, or ``pipeline``) once per grid point into ``out/<point>/``, skipping
+    points whose ``_complete.json`` marker exists; writes ``sweep.md`` and ``sweep.json``."""
+    out, parameters = Path(out).resolve(), dict(parameters or {})
+    notebooks = [NOTEBOOK_DIR / n for n in PIPELINE] if target == "pipeline" else [resolve_notebook(target)]
+    if set(grid) & set(parameters) or "out_dir" in grid:
+        raise NotebookParameterError(f"{', '.join(sorted(set(grid) & set(parameters)) or ['out_dir'])} is "
+                                     "set by the grid and -p (or out_dir by the grid); set each name once")
+    for path in notebooks:
+        check_parameters(path, [*grid, *parameters])
+    points = grid_points(grid)
+    names = [point_name(p) for p in points]
+    if len(set(names)) != len(names):
+        raise NotebookParameterError("two grid points map to the same folder name; use distinct values")
+    done, rows = [], []
+    for i, (point, name) in enumerate(zip(points, names), 1):
+        folder, params = out / name, {**parameters, **point}
+        marker = folder / COMPLETE
+        if marker.is_file():
+            finished = json.loads(marker.read_text())
+            if finished["parameters"] != json.loads(json.dumps(params)):
+                raise NotebookParameterError(f"{folder} holds a finished point with other parameters "
+                                             f"{finished['parameters']}; use another --out")
+            print(f"[sweep {i}/{len(points)}] {name}: complete, skipped", flush=True)
+            done.append({"point": name, "parameters": params, "skipped": True, "seconds": finished["seconds"]})
+        else:
+            print(f"[sweep {i}/{len(points)}] {name}", flush=True)
+            start = time.perf_counter()
+            if target == "pipeline":
+                run_pipeline(folder, params, no_input)
+            else:
+                execute(notebooks[0], folder, params, no_input)
+            seconds = round(time.perf_counter() - start, 1)
+            write_json(marker, {"parameters": params, "seconds": seconds, "finished": time.strftime("%FT%T")})
+            done.append({"point": name, "parameters": params, "skipped": False, "seconds": seconds})
+        rows += [{**point, **row} for row in collect_metrics(folder)]
+    sweep = {"target": target, "grid": grid, "parameters": parameters, "points": done, "runs": rows}
+    write_json(out / "sweep.json", sweep)
+    atomic_write_text(out / "sweep.md", f"# seqcomp sweep: {target}\n\ngrid: `{json.dumps(grid)}`\n\n"
+                      f"{runs_markdown(rows, extra=list(grid))}\n")
+    return sweep
