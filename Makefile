@@ -37,7 +37,7 @@ browser-test: $(STAMP) browser-deps
 	$(PY) -m pytest -q -m browser -s
 
 demo: $(STAMP)
-	SEQCOMP_SQUAD_DIR=$(SQUAD_DIR) $(VENV)/bin/seqcomp demo --out $(RUNS)/demo
+	SEQCOMP_SQUAD_DIR=$(SQUAD_DIR) $(VENV)/bin/seqcomp pipeline --out $(RUNS)/demo
 
 clean:
 	rm -rf $(RUNS) .pytest_cache

@@ -24,10 +24,13 @@ PrefixFn = Callable[[Sequence[SquadExample]], list[list[Segment]]]
 def predict(lm: LM, examples: Sequence[SquadExample], prefix_fn: PrefixFn, gen: GenerationConfig,
             layout: LayoutConfig, via_input_ids: bool = False, desc: str = "generating",
             progress: bool = True) -> list[Generation]:
-    """Greedy answers for ``examples`` in batches of ``gen.batch_size`` (order preserved)."""
+    """Greedy answers for ``examples`` in batches of ``gen.batch_size`` (order preserved).
+
+    Batches group questions of similar passage length, so little of a batch's prefill is padding.
+    """
     eoa = end_of_answer_ids(lm.tokenizer, layout)
     out: list[Generation | None] = [None] * len(examples)
-    order = list(range(len(examples)))
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].context) + len(examples[i].question))
     batches = [order[i:i + gen.batch_size] for i in range(0, len(order), gen.batch_size)]
     for idx in tqdm(batches, desc=desc, unit="batch", disable=not progress):
         with torch.no_grad():
@@ -81,7 +84,7 @@ def score(lm: LM, examples: Sequence[SquadExample], gens: Sequence[Generation],
             "first_top5": [[t, p] for t, p in g.first_top5],
             "tokens": [lm.tokenizer.decode([t]) for t in g.token_ids],
             "token_logprobs": g.token_logprobs,
-            "n_pred_tokens": len(lm.tokenizer(g.answer, add_special_tokens=False)["input_ids"]) if g.answer else 0,
+            "n_pred_tokens": g.n_answer_tokens,
         })
     summary = summarize([r["em"] for r in records], [r["f1"] for r in records],
                         first_token_correct=[r["first_token_correct"] for r in records],

@@ -25,6 +25,12 @@ class Generation:
     token_ids: list[int]
     token_logprobs: list[float]
     first_top5: list[tuple[str, float]] = field(default_factory=list)  # first step: (token, probability)
+    stopped: bool = False  # ended on a stop token (else it ran out of max_new_tokens)
+
+    @property
+    def n_answer_tokens(self) -> int:
+        """Generated tokens before the stop token."""
+        return len(self.token_ids) - int(self.stopped)
 
     @property
     def first_token_id(self) -> int | None:
@@ -75,7 +81,8 @@ def generate(lm: LM, batch: LMInput | None = None, *, input_ids: torch.Tensor | 
         top5 = [(lm.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
         raw = lm.tokenizer.decode(ids, skip_special_tokens=False)
         results.append(Generation(raw=raw, answer=clean_answer(_strip_special(lm, ids), end_of_answer),
-                                  token_ids=ids, token_logprobs=lps, first_top5=top5))
+                                  token_ids=ids, token_logprobs=lps, first_top5=top5,
+                                  stopped=bool(ids) and ids[-1] in stop_set))
     return results
 
 

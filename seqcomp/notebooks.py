@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import ExperimentConfig, flat_keys, from_dict
+from .demo import baseline_table
+from .presets import get_preset
 from .runs import Run, atomic_write_text, write_json
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -34,21 +36,15 @@ class NotebookFailed(RuntimeError):
 
 def experiment_overrides(model: str, data: str | None, n_train: int, n_eval: int, n_select: int, m: int,
                          epochs: int, seed: int, batch_size: int, precision: str) -> dict[str, Any]:
-    """The notebook parameters as config overrides shared by every system, so all answer the same questions.
-
-    The tiny test model only runs in fp32 and gets the ``tiny`` preset's small compressor.
-    """
-    overrides: dict[str, Any] = {
-        "model.name": model, "model.precision": "fp32" if model == "tiny" else precision, "data.source": data,
-        "data.n_train": n_train, "data.n_test": n_eval, "data.n_select": n_select, "data.seed": seed,
-        "compressor.m": m, "train.epochs": epochs, "train.batch_size": batch_size, "train.seed": seed}
-    if model == "tiny":
-        from .presets import get_preset
-
-        tiny = get_preset("tiny")
-        overrides.update({"compressor.width": tiny.compressor.width,
-                          "data.max_source_tokens": tiny.data.max_source_tokens})
-    return overrides
+    """The notebook parameters as config overrides shared by every system, so all answer the same questions
+    (the test slice depends on data, seed, n_eval and n_select). The tiny model runs in fp32 with the
+    ``tiny`` preset's small compressor."""
+    tiny = get_preset("tiny") if model == "tiny" else None
+    return {"model.name": model, "model.precision": "fp32" if tiny else precision, "data.source": data,
+            "data.n_train": n_train, "data.n_test": n_eval, "data.n_select": n_select, "data.seed": seed,
+            "compressor.m": m, "train.epochs": epochs, "train.batch_size": batch_size, "train.seed": seed,
+            **({"compressor.width": tiny.compressor.width, "data.max_source_tokens": tiny.data.max_source_tokens}
+               if tiny else {})}
 
 
 def generation_fixes(diagnosis: dict) -> dict[str, int]:
@@ -113,21 +109,16 @@ def check_same_questions(runs: Sequence[Run]) -> None:
                              "notebooks with the same data, seed, n_eval and n_select")
 
 
-def examples_table(runs: Sequence[Run], n: int = 8) -> list[dict]:
-    """The first ``n`` test questions with the gold answer and every run's prediction (joined by id)."""
-    rows = []
-    for first in runs[0].predictions[:n]:
-        row = {"question": first["question"], "gold": " | ".join(first["golds"])}
-        for run in runs:
-            pred = next(p for p in run.predictions if p["id"] == first["id"])
-            row[run.name] = f"{pred['prediction']!r} (F1 {100 * pred['f1']:.0f})"
-        rows.append(row)
-    return rows
+def examples_table(joined: Sequence[dict]) -> list[dict]:
+    """Rows of ``widgets.join_predictions`` as question, gold and each run's answer with its F1."""
+    return [{"question": r["question"], "gold": " | ".join(r["golds"]),
+             **{label: f"{e['prediction']!r} (F1 {100 * e['f1']:.0f})" for label, e in r["per_run"].items()}}
+            for r in joined]
 
 
 def doctor_failures(run: Run) -> list[str]:
-    doctor = run.path / "doctor.json"
-    return [c["name"] for c in json.loads(doctor.read_text()) if not c["passed"]] if doctor.is_file() else []
+    """The names of the doctor checks a trained run failed (``doctor.json``)."""
+    return [c["name"] for c in json.loads((run.path / "doctor.json").read_text()) if not c["passed"]]
 
 
 # ---- executing notebooks ----------------------------------------------------------------------------------
@@ -147,7 +138,7 @@ def parse_value(text: str) -> Any:
 
 
 def resolve_notebook(name: str | Path) -> Path:
-    """A notebook path, or a name from ``notebooks/`` with or without ``.ipynb``."""
+    """A notebook path, or a name in ``notebooks/`` with or without ``.ipynb``."""
     for path in (Path(name), NOTEBOOK_DIR / name, NOTEBOOK_DIR / f"{name}.ipynb"):
         if path.is_file() and path.suffix == ".ipynb":
             return path
@@ -156,34 +147,46 @@ def resolve_notebook(name: str | Path) -> Path:
 
 
 def notebook_parameters(notebook: Path) -> dict[str, Any]:
-    """Names and defaults of the notebook's ``parameters`` cell."""
-    import papermill
+    """Names and defaults of the notebook's one ``parameters`` cell, which may only assign literals."""
+    import ast
 
-    return {name: p["default"] for name, p in papermill.inspect_notebook(str(notebook)).items()}
+    import nbformat
+
+    cells = [c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise NotebookParameterError(f"{notebook} needs exactly one cell tagged 'parameters', found {len(cells)}")
+    params = {}
+    for stmt in ast.parse(cells[0].source).body:
+        names = getattr(stmt, "targets", [])
+        if len(names) != 1 or not isinstance(names[0], ast.Name):
+            raise NotebookParameterError(f"{notebook}: parameters line {stmt.lineno} is not 'name = literal'")
+        try:
+            params[names[0].id] = ast.literal_eval(stmt.value)
+        except ValueError as err:
+            raise NotebookParameterError(f"{notebook}: parameter '{names[0].id}' is not a literal") from err
+    return params
 
 
-def check_parameters(notebook: Path, names: Sequence[str]) -> None:
+def check_parameters(notebook: Path, names: Sequence[str]) -> dict[str, Any]:
+    """The notebook's parameters, after checking that every given name is one (papermill only warns)."""
     declared = notebook_parameters(notebook)
     unknown = sorted(set(names) - set(declared))
     if unknown:
         raise NotebookParameterError(f"{Path(notebook).name} has no parameter(s) {', '.join(unknown)}; "
                                      f"its parameters are: {', '.join(declared)}")
+    return declared
 
 
 def execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], no_input: bool = False,
             log_output: bool = True) -> dict:
-    """Execute ``notebook`` with papermill into ``out_dir`` and render self-contained HTML beside it.
-
-    ``out_dir`` is also the notebook's own ``out_dir`` parameter unless given, so run folders land next to
-    the executed notebook. A failing cell raises ``NotebookFailed``; the partial notebook stays on disk.
-    """
+    """Execute ``notebook`` with papermill into ``out_dir`` (also its ``out_dir`` parameter unless given, so run
+    folders land beside it) and render HTML. A failing cell raises ``NotebookFailed``; the partial notebook stays."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     notebook, out_dir = Path(notebook), Path(out_dir).resolve()
-    check_parameters(notebook, list(parameters))
     params = dict(parameters)
-    if "out_dir" in notebook_parameters(notebook):
+    if "out_dir" in check_parameters(notebook, list(parameters)):
         params.setdefault("out_dir", str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / notebook.name
@@ -199,6 +202,7 @@ def execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], no_input:
 
 
 def _failure_message(notebook: Path, executed: Path, err) -> str:
+    """One line: notebook, cell index as in the source notebook (papermill's own cells skipped), error."""
     import nbformat
 
     cells = [c for c in nbformat.read(executed, as_version=4).cells
@@ -225,39 +229,22 @@ def render_html(executed: Path, no_input: bool = False) -> Path:
 # ---- pipeline, summaries, sweeps --------------------------------------------------------------------------
 
 def collect_metrics(root: Path) -> list[dict]:
-    """One row per finished run folder under ``root`` (config.json + metrics.json), by path."""
+    """One row per finished run folder under ``root`` (config.json + metrics.json), labelled by its path."""
     rows = []
     for path in sorted(Path(root).rglob("metrics.json")):
-        if not (path.parent / "config.json").is_file():
-            continue
-        m = json.loads(path.read_text())
-        rows.append({"run": path.parent.relative_to(root).as_posix(), "system": m.get("system"), "n": m["n"],
-                     "exact_match": m["exact_match"], "exact_match_ci": m["exact_match_ci"], "f1": m["f1"],
-                     "f1_ci": m["f1_ci"], "first_token_accuracy": m.get("first_token_accuracy"),
-                     "seconds": m.get("seconds", m.get("train_seconds"))})
+        if (path.parent / "config.json").is_file():
+            m = json.loads(path.read_text())
+            rows.append({**m, "system": path.parent.relative_to(root).as_posix(), "name": m["system"],
+                         "seconds": m.get("seconds", m.get("train_seconds"))})
     return rows
 
 
-def runs_markdown(rows: Sequence[dict], extra: Sequence[str] = ()) -> str:
-    """A markdown table of EM/F1 with their 95% bootstrap CIs (``extra``: leading columns, e.g. sweep values)."""
-    head = [*extra, "run", "system", "n", "EM [95% CI]", "F1 [95% CI]", "seconds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        (em_lo, em_hi), (f1_lo, f1_hi) = r["exact_match_ci"], r["f1_ci"]
-        cells = [*(str(r[k]) for k in extra), r["run"], str(r["system"]), str(r["n"]),
-                 f"{r['exact_match']:.1f} [{em_lo:.1f}, {em_hi:.1f}]", f"{r['f1']:.1f} [{f1_lo:.1f}, {f1_hi:.1f}]",
-                 str(r["seconds"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def run_pipeline(out: Path, parameters: dict[str, Any], no_input: bool = False,
-                 notebooks: Sequence[str] = PIPELINE) -> dict:
+def run_pipeline(out: Path, parameters: dict[str, Any], no_input: bool = False) -> dict:
     """01 -> 02 -> 03 with shared parameters and ``out_dir=out``; writes ``summary.md`` and ``summary.json``."""
     out = Path(out).resolve()
     if "out_dir" in parameters:
         raise NotebookParameterError("the pipeline writes to --out; do not pass -p out_dir")
-    paths = [NOTEBOOK_DIR / name for name in notebooks]
+    paths = [NOTEBOOK_DIR / name for name in PIPELINE]
     for path in paths:  # every name checked before the first notebook starts
         check_parameters(path, list(parameters))
     start, timings = time.perf_counter(), []
@@ -269,7 +256,7 @@ def run_pipeline(out: Path, parameters: dict[str, Any], no_input: bool = False,
     write_json(out / "summary.json", summary)
     times = "\n".join(f"| {t['notebook']} | {t['seconds']} | {Path(t['html']).name} |" for t in timings)
     atomic_write_text(out / "summary.md", (
-        f"# seqcomp pipeline\n\nparameters: `{json.dumps(parameters)}`\n\n{runs_markdown(summary['runs'])}\n\n"
+        f"# seqcomp pipeline\n\nparameters: `{json.dumps(parameters)}`\n\n{baseline_table(summary['runs'])}\n\n"
         f"| notebook | seconds | HTML |\n|---|---|---|\n{times}\n\ntotal: {summary['total_seconds']} s\n"))
     return summary
 
@@ -303,9 +290,9 @@ def run_sweep(target: str, grid: dict[str, list], out: Path, parameters: dict[st
     points whose ``_complete.json`` marker exists; writes ``sweep.md`` and ``sweep.json``."""
     out, parameters = Path(out).resolve(), dict(parameters or {})
     notebooks = [NOTEBOOK_DIR / n for n in PIPELINE] if target == "pipeline" else [resolve_notebook(target)]
-    if set(grid) & set(parameters) or "out_dir" in grid:
-        raise NotebookParameterError(f"{', '.join(sorted(set(grid) & set(parameters)) or ['out_dir'])} is "
-                                     "set by the grid and -p (or out_dir by the grid); set each name once")
+    twice = sorted(set(grid) & {*parameters, "out_dir"})
+    if twice:
+        raise NotebookParameterError(f"{', '.join(twice)} set by the grid and by -p (or --out); set each name once")
     for path in notebooks:
         check_parameters(path, [*grid, *parameters])
     points = grid_points(grid)
@@ -315,27 +302,33 @@ def run_sweep(target: str, grid: dict[str, list], out: Path, parameters: dict[st
     done, rows = [], []
     for i, (point, name) in enumerate(zip(points, names), 1):
         folder, params = out / name, {**parameters, **point}
-        marker = folder / COMPLETE
-        if marker.is_file():
-            finished = json.loads(marker.read_text())
-            if finished["parameters"] != json.loads(json.dumps(params)):
-                raise NotebookParameterError(f"{folder} holds a finished point with other parameters "
-                                             f"{finished['parameters']}; use another --out")
-            print(f"[sweep {i}/{len(points)}] {name}: complete, skipped", flush=True)
-            done.append({"point": name, "parameters": params, "skipped": True, "seconds": finished["seconds"]})
-        else:
-            print(f"[sweep {i}/{len(points)}] {name}", flush=True)
+        skip = _complete(folder, params)
+        print(f"[sweep {i}/{len(points)}] {name}" + (": complete, skipped" if skip else ""), flush=True)
+        if not skip:
             start = time.perf_counter()
             if target == "pipeline":
                 run_pipeline(folder, params, no_input)
             else:
                 execute(notebooks[0], folder, params, no_input)
-            seconds = round(time.perf_counter() - start, 1)
-            write_json(marker, {"parameters": params, "seconds": seconds, "finished": time.strftime("%FT%T")})
-            done.append({"point": name, "parameters": params, "skipped": False, "seconds": seconds})
-        rows += [{**point, **row} for row in collect_metrics(folder)]
+            write_json(folder / COMPLETE, {"parameters": params, "seconds": round(time.perf_counter() - start, 1),
+                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        seconds = json.loads((folder / COMPLETE).read_text())["seconds"]
+        done.append({"point": name, "parameters": params, "skipped": skip, "seconds": seconds})
+        rows += [{**row, "system": f"{name}/{row['system']}", "point": point} for row in collect_metrics(folder)]
     sweep = {"target": target, "grid": grid, "parameters": parameters, "points": done, "runs": rows}
     write_json(out / "sweep.json", sweep)
     atomic_write_text(out / "sweep.md", f"# seqcomp sweep: {target}\n\ngrid: `{json.dumps(grid)}`\n\n"
-                      f"{runs_markdown(rows, extra=list(grid))}\n")
+                      f"{baseline_table(rows)}\n")
     return sweep
+
+
+def _complete(folder: Path, params: dict[str, Any]) -> bool:
+    """A point is complete when its marker exists; a marker from other parameters is an error, not a skip."""
+    marker = folder / COMPLETE
+    if not marker.is_file():
+        return False
+    finished = json.loads(marker.read_text())["parameters"]
+    if finished != json.loads(json.dumps(params)):
+        raise NotebookParameterError(f"{folder} holds a finished point with other parameters {finished}; "
+                                     "use another --out")
+    return True

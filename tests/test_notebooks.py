@@ -1,0 +1,208 @@
+"""The pipeline notebooks and their runner: executed with papermill on the tiny model, checked by the files they write.
+
+One tiny pipeline run (01 -> 02 -> 03 through ``seqcomp pipeline``) is shared by the per-notebook checks here and
+by the browser check in ``test_notebook_html.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from seqcomp import cli
+from seqcomp import notebooks as nbrun
+from seqcomp.baselines import KINDS
+from seqcomp.config import apply_overrides, from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+TINY = {"model": "tiny", "data": "synthetic:key-recall", "n_train": 16, "n_eval": 8, "n_select": 4, "m": 4,
+        "epochs": 1}
+STAGES = ("0_diagnosed", "1_generation_length", "2_anchor", "3_bos", "4_tier1")
+TRAINED_03 = ("tier2", "text-ceiling", "truncate-trained")
+FIGURES = {"01_diagnosis": 2, "02_tier1_fixes": 1, "03_retraining": 7}  # plotly figures each notebook shows
+_PIPELINE: dict[str, Path] = {}
+
+
+def tiny_args(params: dict = TINY) -> list[str]:
+    return [x for name, value in params.items() for x in ("-p", name, str(value))]
+
+
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """``seqcomp pipeline`` on the tiny model, run once per session (also used by the browser check)."""
+    if "out" not in _PIPELINE:
+        out = tmp_path_factory.mktemp("pipeline") / "demo"
+        assert cli.main(["pipeline", "--out", str(out), *tiny_args()]) == 0
+        _PIPELINE["out"] = out
+    return _PIPELINE["out"]
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory) -> Path:
+    return tiny_pipeline(tmp_path_factory)
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def cell_outputs(path: Path) -> list[dict]:
+    return [o for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+
+
+def plotly_outputs(path: Path) -> list[dict]:
+    return [o for o in cell_outputs(path) if "application/vnd.plotly.v1+json" in o.get("data", {})]
+
+
+def test_pipeline_writes_summary_html_and_every_run(pipeline_dir):
+    summary = read_json(pipeline_dir / "summary.json")
+    assert summary["parameters"] == TINY
+    assert [t["notebook"] for t in summary["notebooks"]] == list(nbrun.PIPELINE)
+    assert all(t["seconds"] > 0 for t in summary["notebooks"]) and summary["total_seconds"] > 0
+    expected = ({f"01_diagnosis/baseline-{k}" for k in KINDS} | {f"02_tier1_fixes/{s}" for s in STAGES}
+                | {f"03_retraining/{p}" for p in TRAINED_03})
+    assert {r["system"] for r in summary["runs"]} == expected
+    assert all(r["n"] == TINY["n_eval"] and len(r["f1_ci"]) == 2 for r in summary["runs"])
+    table = (pipeline_dir / "summary.md").read_text()
+    assert all(f"| {name} | 8 |" in table for name in expected)
+    assert "| 03_retraining.ipynb |" in table
+    for stem, n_figures in FIGURES.items():
+        assert not [o for o in cell_outputs(pipeline_dir / f"{stem}.ipynb") if o["output_type"] == "error"]
+        assert len(plotly_outputs(pipeline_dir / f"{stem}.ipynb")) == n_figures, stem
+        html = (pipeline_dir / f"{stem}.html").read_text()
+        assert html.count("* plotly.js v") == 1, f"{stem}.html must embed plotly.js exactly once (offline)"
+        assert html.count("Plotly.newPlot") >= n_figures and 'src="https://cdn.plot.ly' not in html
+
+
+def test_01_writes_diagnosis_doctor_and_baselines(pipeline_dir):
+    root = pipeline_dir / "01_diagnosis"
+    diagnosis = read_json(root / "diagnosis.json")
+    assert diagnosis["model"] == "tiny" and set(diagnosis["percent_over"]) >= {"12", "32"}
+    assert diagnosis["recommended_max_new_tokens"] == diagnosis["answer_tokens"]["max"] + 1  # 1-token answers
+    failed = {c["name"] for c in read_json(root / "doctor-seed-experiment-1.json") if not c["passed"]}
+    assert failed >= {"answer anchor", "end-of-answer token trained", "selection slice disjoint from test slice"}
+    for kind in KINDS:
+        run = root / f"baseline-{kind}"
+        assert read_json(run / "metrics.json")["n"] == 8
+        assert len((run / "predictions.jsonl").read_text().splitlines()) == 8
+        config = read_json(run / "config.json")
+        assert config["experiment"]["generation"]["max_new_tokens"] == diagnosis["recommended_max_new_tokens"]
+    assert read_json(root / "baseline-truncate" / "config.json")["budget"] == TINY["m"]
+
+
+def test_02_applies_the_fixes_one_at_a_time(pipeline_dir):
+    root = pipeline_dir / "02_tier1_fixes"
+    rec = read_json(pipeline_dir / "01_diagnosis" / "diagnosis.json")["recommended_max_new_tokens"]
+    configs = {s: read_json(root / s / "config.json")["experiment"] for s in STAGES}
+    generation = [configs[s]["generation"]["max_new_tokens"] for s in STAGES]
+    assert generation == [12, rec, rec, rec, rec]
+    assert [configs[s]["layout"]["anchor"] for s in STAGES] == ["", "", "Answer:", "Answer:", "Answer:"]
+    assert [configs[s]["layout"]["bos"] for s in STAGES] == [False, False, False, True, True]
+    assert all(configs[s]["data"]["max_answer_tokens"] < rec for s in STAGES[1:])
+    ids = {s: [json.loads(line)["id"] for line in (root / s / "predictions.jsonl").read_text().splitlines()]
+           for s in STAGES}
+    assert all(ids[s] == ids["0_diagnosed"] for s in STAGES)  # the same evaluation questions
+    doctor = {s: [c["passed"] for c in read_json(root / s / "doctor.json")] for s in STAGES}
+    assert not all(doctor["0_diagnosed"]) and all(doctor["4_tier1"])
+    assert [r["stage"] for r in read_json(root / "ablation.json")] == list(STAGES)
+    for stage in STAGES:
+        assert (root / stage / "metrics.json").is_file() and (root / stage / "history.jsonl").is_file()
+
+
+def test_03_trains_the_fair_systems_and_compares_every_baseline(pipeline_dir):
+    root = pipeline_dir / "03_retraining"
+    for preset in TRAINED_03:
+        assert read_json(root / preset / "metrics.json")["system"] == f"trained:{preset}"
+        assert read_json(root / preset / "config.json")["experiment"]["name"] == preset
+        assert any(h["kind"] == "train" for h in map(json.loads, (root / preset / "history.jsonl").open()))
+    assert not (root / "tier1").exists()  # reused from 02 after checking its config, not retrained
+    tier1 = from_dict(read_json(pipeline_dir / "02_tier1_fixes" / "4_tier1" / "config.json")["experiment"])
+    with pytest.raises(ValueError, match="compressor.m"):
+        nbrun.load_matching_run(pipeline_dir / "02_tier1_fixes" / "4_tier1",
+                                apply_overrides(tier1, {"compressor.m": 5}), "02_tier1_fixes.ipynb")
+    compared = [r["run"] for r in read_json(root / "comparison.json")]
+    assert compared == [f"baseline-{k}" for k in KINDS] + ["tier1", *TRAINED_03]
+
+
+def test_run_rejects_an_unknown_parameter_before_executing(tmp_path, capsys):
+    notebook = str(NOTEBOOKS / "01_diagnosis.ipynb")
+    code = cli.main(["run", notebook, "--out", str(tmp_path / "x"), "-p", "n_evals", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "n_evals" in err and "n_eval" in err.split("its parameters are:")[1]
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_failing_cell_exits_1_naming_the_notebook_and_cell(tmp_path, capsys):
+    nb = nbformat.read(NOTEBOOKS / "01_diagnosis.ipynb", as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell("x = 1\nraise RuntimeError('deliberate failure')"))
+    broken = tmp_path / "broken.ipynb"
+    nbformat.write(nb, broken)
+    code = cli.main(["run", str(broken), "--out", str(tmp_path / "out"), *tiny_args()])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("seqcomp run: error: broken.ipynb failed at cell 2 (In [")
+    assert "'x = 1'" in err[-1] and "RuntimeError: deliberate failure" in err[-1]
+    partial = tmp_path / "out" / "broken.ipynb"
+    assert str(partial) in err[-1] and partial.is_file()
+    assert any(o["output_type"] == "error" for o in cell_outputs(partial))
+    assert not (tmp_path / "out" / "broken.html").exists()
+
+
+def test_sweep_runs_each_point_once_and_skips_complete_points(tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("m: [2, 3]\n")
+    fixed = {k: v for k, v in TINY.items() if k != "m"}
+    argv = ["sweep", "01_diagnosis", "--grid", str(grid), "--out", str(tmp_path / "sweep"), "--no-input",
+            *tiny_args(fixed)]
+    assert cli.main(argv) == 0
+    folders = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert folders == ["m=2", "m=3"]
+    markers = {f: (tmp_path / "sweep" / f / nbrun.COMPLETE).stat().st_mtime_ns for f in folders}
+    for f in folders:
+        budget = read_json(tmp_path / "sweep" / f / "01_diagnosis" / "baseline-truncate" / "config.json")["budget"]
+        assert budget == int(f.split("=")[1])
+        html = (tmp_path / "sweep" / f / "01_diagnosis.html").read_text()
+        assert "Zero-shot baselines at the compression budget" in html and "run_baseline" not in html  # --no-input
+    assert cli.main(argv) == 0
+    assert "m=2: complete, skipped" in capsys.readouterr().out
+    assert {f: (tmp_path / "sweep" / f / nbrun.COMPLETE).stat().st_mtime_ns for f in folders} == markers
+    sweep = read_json(tmp_path / "sweep" / "sweep.json")
+    assert [p["skipped"] for p in sweep["points"]] == [True, True]
+    assert len(sweep["runs"]) == 2 * len(KINDS) and {r["point"]["m"] for r in sweep["runs"]} == {2, 3}
+    assert "| m=3/01_diagnosis/baseline-truncate | 8 |" in (tmp_path / "sweep" / "sweep.md").read_text()
+
+
+def test_parameter_parsing_grid_points_and_folder_names(tmp_path):
+    assert [nbrun.parse_value(v) for v in ("None", "true", "False", "8", "0.5", "tiny", "1e-3")] == \
+        [None, True, False, 8, 0.5, "tiny", 1e-3]
+    points = nbrun.grid_points({"m": [8, 16], "data": ["synthetic:key-recall"]})
+    assert points == [{"m": 8, "data": "synthetic:key-recall"}, {"m": 16, "data": "synthetic:key-recall"}]
+    assert nbrun.point_name(points[0]) == "m=8__data=synthetic-key-recall"
+    (tmp_path / "bad.yaml").write_text("m: 8\n")
+    with pytest.raises(nbrun.NotebookParameterError, match="non-empty lists"):
+        nbrun.load_grid(tmp_path / "bad.yaml")
+    with pytest.raises(nbrun.NotebookParameterError, match="out_dir"):
+        nbrun.run_pipeline(tmp_path, {"out_dir": "x"})
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs_and_with_literal_parameters(path):
+    import papermill
+
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"clear the outputs of {path.name}"
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    assert all(isinstance(s, ast.Assign) for s in ast.parse(params[0].source).body)
+    declared = nbrun.notebook_parameters(path)  # raises unless every line is `name = literal`
+    assert list(papermill.inspect_notebook(str(path))) == list(declared)  # papermill parses every line too
+    if path.name in nbrun.PIPELINE:
+        assert set(declared) >= {"model", "data", "n_train", "n_eval", "n_select", "m", "epochs", "seed", "out_dir"}
+        assert declared["data"] is None and declared["m"] == 32
+        defs = [n for c in code for n in ast.walk(ast.parse(c.source)) if isinstance(n, ast.FunctionDef)]
+        assert all(d.end_lineno - d.lineno <= 4 for d in defs), "notebooks stay thin: logic belongs in seqcomp"
