@@ -52,7 +52,7 @@ def run_cell_html(label: str, entry: dict, golds: Sequence[str]) -> str:
              else "<span style='color:#cf222e'>&#10008; wrong</span>")
     pred = html.escape(str(entry.get("prediction") or "")) or "<i>(empty)</i>"
     tokens, logprobs = entry.get("tokens") or [], entry.get("token_logprobs") or []
-    return (f"<td style='vertical-align:top;text-align:left;padding:6px;border:1px solid #ddd;min-width:220px'>"
+    return (f"<td style='vertical-align:top;text-align:left;padding:6px;border:1px solid #ddd;min-width:220px;max-width:480px'>"
             f"<div><b>{html.escape(label)}</b> {badge}</div>"
             f"<div class='seqcomp-pred' style='font-size:1.1em;margin:4px 0'>{pred}</div>"
             f"<div>EM {float(entry['em']):.0f} &middot; F1 {float(entry['f1']):.2f}</div>"

@@ -100,7 +100,7 @@ def token_logprob_html(tokens: Sequence[str], logprobs: Sequence[float]) -> str:
     spans = []
     for tok, lp in zip(tokens, logprobs):
         p = math.exp(lp)
-        spans.append(f'<span class="tok" style="background:{prob_colour(p)};white-space:pre;'
+        spans.append(f'<span class="tok" style="background:{prob_colour(p)};white-space:pre-wrap;overflow-wrap:anywhere;'
                      f'border-radius:3px;padding:0 1px;margin:0 1px" title="p={p:.3f} (logp={lp:.2f})">'
                      f"{html.escape(visible_token(tok), quote=True)}</span>")
     return "".join(spans) or '<span style="color:#888">(no tokens)</span>'
