@@ -11,14 +11,17 @@ import json
 import sys
 from pathlib import Path
 
+from .checkpoint import CheckpointError
 from .config import ConfigError, ExperimentConfig, apply_overrides, load_config_file
 from .data import DataError
 from .layout import LayoutError
 from .lm import ModelLoadError
 from .metrics import ScoreInputError
 from .presets import PRESETS, get_preset
+from .runs import RunFolderError
 
-USER_ERRORS = (ConfigError, DataError, LayoutError, ModelLoadError, ScoreInputError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, LayoutError, ModelLoadError, ScoreInputError, FileNotFoundError,
+               CheckpointError, RunFolderError)
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_preset: str | None = "tier1") -> None:

@@ -30,11 +30,12 @@ def _show_progress() -> None:
 
 def _guarded(args: argparse.Namespace, action) -> int:
     from .notebooks import NotebookFailed, NotebookParameterError
+    from .runs import RunFolderError
 
     _show_progress()
     try:
         action()
-    except NotebookParameterError as err:
+    except (NotebookParameterError, RunFolderError) as err:
         print(f"seqcomp {args.command}: error: {err}", file=sys.stderr)
         return 2
     except NotebookFailed as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 
@@ -30,13 +31,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .cli import resolve_config
-    from .trainer import DoctorFailed, train
+    from .config import ConfigError
+    from .trainer import DoctorFailed, NonFiniteLoss, config_from_run, train
 
-    config = resolve_config(args)
+    if args.resume:
+        if args.out or args.overrides or args.config or args.model or args.data or args.preset != "tier1":
+            raise ConfigError("--resume RUN_DIR continues a run with its own saved config; drop --out, --preset, "
+                              "--config, --set, --model and --data")
+        run_dir = Path(args.resume)
+        config = config_from_run(run_dir)
+        allow = json.loads((run_dir / "config.json").read_text()).get("allow_failed_checks", False)
+    elif not args.out:
+        raise ConfigError("give --out RUN_DIR for a new run (or --resume RUN_DIR to continue one)")
+    else:
+        run_dir, config, allow = Path(args.out), resolve_config(args), args.allow_failed_checks
     try:
-        metrics = train(config, Path(args.out), allow_failed_checks=args.allow_failed_checks)
-    except DoctorFailed as err:
-        print(f"seqcomp train: {err}")
+        metrics = train(config, run_dir, allow_failed_checks=allow, resume=bool(args.resume),
+                        overwrite=args.overwrite)
+    except (DoctorFailed, NonFiniteLoss) as err:
+        print(f"seqcomp train: {err}", file=sys.stderr)
         return 1
     print(json.dumps(metrics, indent=2))
     return 0
@@ -64,7 +77,9 @@ def register_train(sub) -> None:
 
     p = sub.add_parser("train", help="train a compressor (the doctor runs first) into a run folder")
     _add_config_args(p)
-    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--out", help="run folder (a new one, or an old one with --overwrite)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last saved state")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds")
     p.add_argument("--allow-failed-checks", action="store_true",
                    help="train even if the doctor fails (to reproduce a broken setup on purpose)")
     p.set_defaults(func=cmd_train)

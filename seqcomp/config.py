@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -121,12 +122,17 @@ class TrainConfig:
     eval_every: int = 0  # steps between selection evals; 0 = once per epoch
     seed: int = 0
     diagnostics_n: int = 32  # examples used for the collapse/scale diagnostics
+    save_every: int = 0  # steps between resumable training states; 0 = at every evaluation
+    on_nonfinite: str = "stop"  # NaN/inf loss or gradient: "stop" (keep the last good checkpoint) or "skip" the batch
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "train.epochs", "must be > 0")
         _check(self.batch_size > 0, "train.batch_size", "must be > 0")
         _check(self.lr > 0, "train.lr", "must be > 0")
         _check(0 <= self.warmup_frac < 1, "train.warmup_frac", "must be in [0, 1)")
+        _check(self.eval_every >= 0 and self.save_every >= 0, "train.eval_every/save_every", "must be >= 0")
+        _check(self.on_nonfinite in ("stop", "skip"), "train.on_nonfinite",
+               f"'{self.on_nonfinite}' is not one of stop, skip")
 
 
 @dataclass(frozen=True)
@@ -223,15 +229,15 @@ def _parse_text(text: str, hint: Any, key: str) -> Any:
             return True
         if text.lower() in ("false", "0", "no"):
             return False
-        raise ConfigError(f"--set {key}={text}: expected true/false")
+        raise ConfigError(f"--set {key}={text!r}: expected true/false")
     for typ in (int, float):
         if typ in allowed:
             try:
                 return typ(text)
             except ValueError as err:
-                raise ConfigError(f"--set {key}={text}: expected a number ({typ.__name__})") from err
-    # strings keep escapes typed on a shell line readable: "\n" means a newline
-    return text.encode("utf-8").decode("unicode_escape") if "\\" in text else text
+                raise ConfigError(f"--set {key}={text!r}: expected a number ({typ.__name__})") from None
+    # escapes typed on a shell line: "\n" is a newline, "\t" a tab, "\\" a backslash; all else stays as typed
+    return _ESCAPE.sub(lambda m: _ESCAPES[m.group(1)], text)
 
 
 def apply_overrides(config: ExperimentConfig, overrides: list[str] | dict[str, Any]) -> ExperimentConfig:
@@ -243,9 +249,13 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str] | dict[str, A
     return config
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+_ESCAPE = re.compile(r"\\([nt\\])")
+
+
 def _split_override(text: str) -> tuple[str, str]:
     if "=" not in text:
-        raise ConfigError(f"--set '{text}' must look like section.key=value, e.g. compressor.m=16")
+        raise ConfigError(f"--set {text!r} must look like section.key=value, e.g. compressor.m=16")
     key, value = text.split("=", 1)
     return key.strip(), value
 
@@ -253,11 +263,11 @@ def _split_override(text: str) -> tuple[str, str]:
 def _set_path(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
     names = {f.name for f in dataclasses.fields(obj)}
     if parts[0] not in names:
-        raise ConfigError(f"unknown config key '{dotted}'; valid keys here: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown config key {dotted!r}; valid keys here: {', '.join(sorted(names))}")
     hint = typing.get_type_hints(type(obj))[parts[0]]
     if len(parts) > 1:
         if not dataclasses.is_dataclass(hint):
-            raise ConfigError(f"unknown config key '{dotted}': '{parts[0]}' has no sub-keys")
+            raise ConfigError(f"unknown config key {dotted!r}: '{parts[0]}' has no sub-keys")
         return dataclasses.replace(obj, **{parts[0]: _set_path(getattr(obj, parts[0]), parts[1:], value, dotted)})
     if dataclasses.is_dataclass(hint):
         raise ConfigError(f"config key '{dotted}' is a section; set one of its fields, e.g. {dotted}.<field>=...")

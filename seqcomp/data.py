@@ -204,7 +204,13 @@ def _load_hub(hub_id: str, split: str) -> SquadSplit:
     import datasets
 
     collector = _Collector(f"{hub_id} [{split}]")
-    for i, row in enumerate(datasets.load_dataset(hub_id, split=split)):
+    try:
+        rows = datasets.load_dataset(hub_id, split=split)
+    except ConnectionError as err:
+        raise DataError(f"{hub_id}: cannot be downloaded from the Hugging Face Hub ({err}); fix: point seqcomp at a "
+                        f"local SQuAD v1.1 file or folder with --data PATH, --set data.source=PATH or the "
+                        f"SEQCOMP_SQUAD_DIR environment variable") from None
+    for i, row in enumerate(rows):
         collector.row(row, f"row {i}")
     return collector.finish(hub_id, split)
 

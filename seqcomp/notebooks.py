@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from .config import ExperimentConfig, flat_keys, from_dict
 from .demo import baseline_table
 from .presets import get_preset
-from .runs import Run, atomic_write_text, write_json
+from .runs import Run, atomic_write_text, safe_relative_path, write_json
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 PIPELINE = ("01_diagnosis.ipynb", "02_tier1_fixes.ipynb", "03_retraining.ipynb")
@@ -59,6 +59,7 @@ def project_path(path: str | Path, start: Path | None = None) -> Path:
     path = Path(path)
     if path.is_absolute():
         return path
+    path = safe_relative_path(str(path), "out_dir")
     here = (start or Path.cwd()).resolve()
     root = next((f for f in (here, *here.parents) if (f / "pyproject.toml").is_file()), here)
     return root / path
@@ -185,6 +186,8 @@ def execute(notebook: Path, out_dir: Path, parameters: dict[str, Any], no_input:
     from papermill.exceptions import PapermillExecutionError
 
     notebook, out_dir = Path(notebook), Path(out_dir).resolve()
+    if "out_dir" in parameters:  # a string parameter must not write outside the runs directory
+        safe_relative_path(str(parameters["out_dir"]), "out_dir")
     params = dict(parameters)
     if "out_dir" in check_parameters(notebook, list(parameters)):
         params.setdefault("out_dir", str(out_dir))

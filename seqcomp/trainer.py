@@ -17,11 +17,12 @@ from typing import Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from .checkpoint import STATE_FILE, load_state, load_weights, save_state, save_weights
 from .config import ExperimentConfig, from_dict
 from .data import SquadExample
 from .diagnostics import collapse_report
@@ -29,13 +30,17 @@ from .evaluate import predict, score
 from .layout import build_lm_input
 from .lm import LM, load_lm
 from .losses import answer_logits, answers_for, loss_terms, teacher_answer_logits
-from .runs import atomic_write_text, environment_info, write_eval_run, write_json
+from .runs import atomic_write_text, environment_info, prepare_run_folder, run_lock, write_eval_run, write_json
 from .slices import Slices, load_slices
 from .system import CompressionSystem
 
 
 class DoctorFailed(RuntimeError):
     """The setup doctor found a mismatch; the message lists the failed checks."""
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A loss term or the gradient norm became NaN/inf; the message names the step and the term."""
 
 
 def seed_everything(seed: int) -> None:
@@ -79,62 +84,49 @@ def compressed_diagnostics(lm: LM, system: CompressionSystem, examples: Sequence
     return collapse_report(system.compress(lm, examples), lm.embedding_rms)
 
 
-def save_checkpoint(system: CompressionSystem, folder: Path, tag: str, meta: dict) -> None:
-    """safetensors (no pickle) + JSON, each written to a temp file and renamed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in system_module(system).state_dict().items()}
-    tmp = folder / f".{tag}.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(folder / f"{tag}.safetensors")
-    write_json(folder / f"{tag}.json", meta)
-
-
-def load_checkpoint(system: CompressionSystem, path: Path) -> None:
-    """Load weights saved by ``save_checkpoint``; shape mismatches name both shapes."""
-    state = load_file(str(path))
-    own = system.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit this system: missing {missing}, unexpected {unexpected}")
-    for key, value in state.items():
-        if value.shape != own[key].shape:
-            raise ValueError(f"checkpoint {path}: '{key}' has shape {tuple(value.shape)} but this config builds "
-                             f"{tuple(own[key].shape)}; load it with the config it was trained with")
-    system.load_state_dict(state)
-
-
 def train(config: ExperimentConfig, out: Path, lm: LM | None = None, slices: Slices | None = None,
-          allow_failed_checks: bool = False, progress: bool = True) -> dict:
+          allow_failed_checks: bool = False, progress: bool = True, resume: bool = False,
+          overwrite: bool = False) -> dict:
     """Train ``config`` into run folder ``out``; returns the test metrics of the best checkpoint.
 
     Under ``accelerate launch --num_processes N`` each global batch of ``train.batch_size`` questions is
     split across the processes (``split_batches``) and the per-question loss means average back to the
-    single-process loss, so N processes follow the same trajectory as one. Only the main process writes.
+    single-process loss, so N processes follow the same trajectory as one. Only the main process writes,
+    and it holds the run folder's lock. ``resume=True`` continues from ``checkpoints/state.safetensors``
+    exactly where the uninterrupted run would be (same optimizer, schedule, RNG and data order).
     """
-    from .doctor import format_checks, run_doctor
-
     out = Path(out)
-    seed_everything(config.train.seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
-    main = accelerator.is_main_process
     if config.train.batch_size % accelerator.num_processes:
         raise ValueError(f"train.batch_size={config.train.batch_size} must be divisible by the "
                          f"{accelerator.num_processes} processes")
+    with run_lock(out, enabled=accelerator.is_main_process):
+        if accelerator.is_main_process:
+            prepare_run_folder(out, resume=resume, overwrite=overwrite)
+        accelerator.wait_for_everyone()
+        return _train(config, out, accelerator, lm, slices, allow_failed_checks, progress, resume)
+
+
+def _train(config: ExperimentConfig, out: Path, accelerator: Accelerator, lm: LM | None, slices: Slices | None,
+           allow_failed_checks: bool, progress: bool, resume: bool) -> dict:
+    from .doctor import format_checks, run_doctor
+
+    main = accelerator.is_main_process
+    seed_everything(config.train.seed)
     lm = lm or load_lm(config.model.name, config.model.precision, device=str(accelerator.device))
     slices = slices or load_slices(config.data)
     checks = run_doctor(config, lm, slices)
     failed = [c for c in checks if not c.passed]
     if main:
-        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "doctor.json", [c.to_dict() for c in checks])
     if failed and not allow_failed_checks:
         raise DoctorFailed("setup doctor failed; fix the config or pass --allow-failed-checks to train the "
                            "broken setup on purpose:\n" + format_checks(failed))
     run_config = {"name": config.name, "kind": "trained", "data_source": slices.source,
-                  "processes": accelerator.num_processes, "experiment": config.to_dict()}
-    if main:
+                  "processes": accelerator.num_processes, "allow_failed_checks": allow_failed_checks,
+                  "experiment": config.to_dict()}
+    if main and not resume:
         write_json(out / "config.json", {**run_config, "environment": environment_info()})
 
     seed_everything(config.train.seed)
@@ -150,54 +142,94 @@ def train(config: ExperimentConfig, out: Path, lm: LM | None = None, slices: Sli
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.train.warmup_frac * total_steps), total_steps)
     system, optimizer, loader, scheduler = accelerator.prepare(system, optimizer, loader, scheduler)
     eval_every = config.train.eval_every or math.ceil(total_steps / config.train.epochs)
+    save_every = config.train.save_every or eval_every
+    ckpt = out / "checkpoints"
 
+    state = {"step": 0, "epoch": 0, "batch": 0, "best_select_f1": -1.0, "best_step": 0, "skipped": 0,
+             "seconds": 0.0}
+    epoch_start = None
     log = _Log(out / "history.jsonl", enabled=main)
-    best = {"select_f1": -1.0, "step": 0}
-    step, start = 0, time.perf_counter()
-    bar = tqdm(total=total_steps, desc=f"train {config.name}", unit="step", disable=not (progress and main))
-    log.write({"step": 0, "kind": "eval", **_eval_point(lm, system, slices, config)})
-    for epoch in range(config.train.epochs):
-        for idx in loader:
+    if resume:
+        state, epoch_start = load_state(ckpt / STATE_FILE, system_module(system), optimizer, scheduler, generator)
+        log.truncate_after(state["step"])
+    else:
+        log.reset()
+        log.write({"step": 0, "kind": "eval", **_eval_point(lm, system, slices, config)})
+    step, start = state["step"], time.perf_counter() - state["seconds"]
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {config.name}", unit="step",
+               disable=not (progress and main))
+    for epoch in range(state["epoch"], config.train.epochs):
+        if resume and epoch == state["epoch"]:
+            generator.set_state(epoch_start)  # replay this epoch's shuffle, then skip the batches already done
+            done = state["batch"]
+        else:
+            epoch_start, done = generator.get_state(), 0
+        for batch, idx in enumerate(loader):
+            if batch < done:
+                continue
             examples = [slices.train[i] for i in idx]
             parts = step_losses(lm, system, examples, config)
-            if not torch.isfinite(parts["total"]):
-                raise FloatingPointError(f"non-finite loss at step {step + 1}: " +
-                                         ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()))
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(parts["total"])
-            grad_norm = accelerator.clip_grad_norm_(params, config.train.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
             losses = {f"loss_{k}": float(accelerator.reduce(v.detach(), "mean")) for k, v in parts.items()}
+            optimizer.zero_grad(set_to_none=True)
+            bad = [k for k, v in losses.items() if not math.isfinite(v)]
+            grad_norm = float("nan")
+            if not bad:
+                accelerator.backward(parts["total"])
+                grad_norm = float(accelerator.clip_grad_norm_(params, config.train.grad_clip))
+                bad = [] if math.isfinite(grad_norm) else ["grad_norm"]
+            step += 1
+            if bad:
+                state["skipped"] += 1
+                _non_finite(config, step, epoch, bad, {**losses, "grad_norm": grad_norm}, ckpt)
+                optimizer.zero_grad(set_to_none=True)
+                log.write({"step": step, "epoch": epoch, "kind": "skip", "terms": bad,
+                           "skipped_total": state["skipped"], **losses})
+            else:
+                optimizer.step()
+            scheduler.step()
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss_total']:.3f}")
-            log.write({"step": step, "epoch": epoch, "kind": "train", "lr": scheduler.get_last_lr()[0],
-                       "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - start, 2), **losses})
+            if not bad:
+                log.write({"step": step, "epoch": epoch, "kind": "train", "lr": scheduler.get_last_lr()[0],
+                           "grad_norm": grad_norm, "seconds": round(time.perf_counter() - start, 2), **losses})
             if step % eval_every == 0 or step == total_steps:
                 point = _eval_point(lm, system, slices, config)
                 log.write({"step": step, "epoch": epoch, "kind": "eval", **point})
                 meta = {"step": step, "epoch": epoch, **point}
                 if main:
-                    save_checkpoint(system, out / "checkpoints", "last", meta)
-                if point["select_f1"] > best["select_f1"]:
-                    best = {"select_f1": point["select_f1"], "step": step}
+                    save_weights(system_module(system), ckpt, "last", meta)
+                if point["select_f1"] > state["best_select_f1"]:
+                    state.update(best_select_f1=point["select_f1"], best_step=step)
                     if main:
-                        save_checkpoint(system, out / "checkpoints", "best", meta)
+                        save_weights(system_module(system), ckpt, "best", meta)
+            if main and (step % save_every == 0 or step % eval_every == 0 or step == total_steps):
+                state.update(step=step, epoch=epoch, batch=batch + 1, seconds=time.perf_counter() - start)
+                save_state(ckpt / STATE_FILE, system_module(system), optimizer, scheduler, generator, epoch_start,
+                           state)
     bar.close()
     train_seconds = time.perf_counter() - start
     accelerator.wait_for_everyone()
     final = system_module(system)
-    load_checkpoint(final, out / "checkpoints" / "best.safetensors")
+    load_weights(final, ckpt / "best.safetensors")
     records, summary = evaluate_system(lm, final, slices.test, config, "test", progress and main)
-    metrics = {"system": f"trained:{config.name}", **summary.to_dict(), "best_step": best["step"],
-               "best_select_f1": best["select_f1"], "train_seconds": round(train_seconds, 1),
-               "n_train": len(slices.train), "n_select": len(slices.select)}
+    metrics = {"system": f"trained:{config.name}", **summary.to_dict(), "best_step": state["best_step"],
+               "best_select_f1": state["best_select_f1"], "train_seconds": round(train_seconds, 1),
+               "skipped_batches": state["skipped"], "n_train": len(slices.train), "n_select": len(slices.select)}
     if main:
         _write_compressed(lm, final, slices.test[: config.train.diagnostics_n], out)
         write_eval_run(out, run_config, records, metrics)
     accelerator.wait_for_everyone()
     return metrics
+
+
+def _non_finite(config: ExperimentConfig, step: int, epoch: int, bad: list[str], values: dict, ckpt: Path) -> None:
+    """Stop with a message naming the step and the term, or (train.on_nonfinite=skip) let the caller skip."""
+    if config.train.on_nonfinite == "skip":
+        return
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+    raise NonFiniteLoss(f"non-finite {', '.join(bad)} at step {step} (epoch {epoch}): {shown}; the last good "
+                        f"checkpoint is kept in {ckpt}; lower train.lr, check the data, or set "
+                        f"train.on_nonfinite=skip to skip such batches (counted in history.jsonl)")
 
 
 def _write_compressed(lm: LM, system: CompressionSystem, examples: Sequence[SquadExample], out: Path) -> None:
@@ -218,8 +250,19 @@ class _Log:
 
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled
-        if enabled:
-            path.write_text("")
+
+    def reset(self) -> None:
+        if self.enabled:
+            atomic_write_text(self.path, "")
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop the rows an interrupted run wrote after its last saved state."""
+        if self.enabled:
+            lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
+            if lines and not lines[-1].endswith("}"):
+                lines.pop()  # the row being appended when the run was killed
+            rows = [row for row in map(json.loads, lines) if row["step"] <= step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write(self, row: dict) -> None:
         if self.enabled:
@@ -254,7 +297,7 @@ def evaluate_run(run_dir: Path, n: int | None = None, out: Path | None = None, p
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, n_test=n))
     lm = load_lm(config.model.name, config.model.precision)
     system = CompressionSystem(config, lm)
-    load_checkpoint(system, run_dir / "checkpoints" / "best.safetensors")
+    load_weights(system, run_dir / "checkpoints" / "best.safetensors")
     slices = load_slices(dataclasses.replace(config.data, n_train=1))
     records, summary = evaluate_system(lm, system, slices.test, config, "eval", progress)
     metrics = {"system": f"trained:{config.name}", **summary.to_dict()}

@@ -9,7 +9,8 @@ import torch
 
 from seqcomp.config import ConfigError, CompressorConfig, apply_overrides
 from seqcomp.presets import get_preset
-from seqcomp.trainer import load_checkpoint, train
+from seqcomp.checkpoint import CheckpointError, load_weights
+from seqcomp.trainer import train
 
 
 def key_recall_config(**overrides):
@@ -41,8 +42,8 @@ def test_run_folder_has_every_file_and_checkpoints_reload(tmp_path, tiny):
     from seqcomp.system import CompressionSystem
 
     other = CompressionSystem(apply_overrides(cfg, {"compressor.m": 8}), tiny)
-    with pytest.raises(ValueError, match="shape"):
-        load_checkpoint(other, run / "checkpoints" / "best.safetensors")
+    with pytest.raises(CheckpointError, match=r"shape \(4, 64\) but this config builds \(8, 64\)"):
+        load_weights(other, run / "checkpoints" / "best.safetensors")
 
 
 def test_doctor_blocks_a_broken_setup_unless_asked(tmp_path, tiny):
