@@ -6,6 +6,7 @@ takes ~a minute. Screenshots go to ``$SEQCOMP_SCREENSHOT_DIR`` or ``runs/screens
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -77,38 +78,46 @@ def lab_root(tmp_path_factory, tiny) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def lab_url(lab_root, tmp_path_factory):
-    """JupyterLab on 127.0.0.1 with a random token, its own settings and workspaces; stopped afterwards."""
+@contextlib.contextmanager
+def jupyterlab(root: Path, scratch: Path, notebook: str = "inspect_run.ipynb"):
+    """JupyterLab on 127.0.0.1 with a random token, its own settings and workspaces; yields the notebook's URL."""
     token, port = secrets.token_hex(16), free_port()
-    settings = tmp_path_factory.mktemp("lab-settings")
+    settings = scratch / "lab-settings"
     for name, values in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(json.dumps(values))
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path_factory.mktemp("lab-workspaces"))}
+           "JUPYTERLAB_WORKSPACES_DIR": str(scratch / "lab-workspaces")}
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ServerApp.token={token}",
-           "--ServerApp.ip=127.0.0.1", f"--port={port}", f"--ServerApp.root_dir={lab_root}",
+           "--ServerApp.ip=127.0.0.1", f"--port={port}", f"--ServerApp.root_dir={root}",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
-    log = open(lab_root / "jupyterlab.log", "w")
-    server = subprocess.Popen(cmd, cwd=lab_root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert server.poll() is None, (lab_root / "jupyterlab.log").read_text()
+    log_path = scratch / "jupyterlab.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError):
-            assert time.monotonic() < deadline, "JupyterLab did not start within 60 s"
-            time.sleep(0.3)
-    yield f"{base}/lab/tree/inspect_run.ipynb?token={token}"
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                assert server.poll() is None, log_path.read_text()
+                try:
+                    with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except (urllib.error.URLError, ConnectionError):
+                    assert time.monotonic() < deadline, "JupyterLab did not start within 60 s"
+                    time.sleep(0.3)
+            yield f"{base}/lab/tree/{notebook}?token={token}"
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def lab_url(lab_root, tmp_path_factory):
+    with jupyterlab(lab_root, tmp_path_factory.mktemp("lab-scratch")) as url:
+        yield url
 
 
 def test_inspect_run_notebook_renders_and_filters_in_jupyterlab(lab_url):
