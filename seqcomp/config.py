@@ -234,7 +234,7 @@ def _parse_text(text: str, hint: Any, key: str) -> Any:
         if typ in allowed:
             try:
                 return typ(text)
-            except ValueError as err:
+            except ValueError:
                 raise ConfigError(f"--set {key}={text!r}: expected a number ({typ.__name__})") from None
     # escapes typed on a shell line: "\n" is a newline, "\t" a tab, "\\" a backslash; all else stays as typed
     return _ESCAPE.sub(lambda m: _ESCAPES[m.group(1)], text)

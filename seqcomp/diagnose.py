@@ -13,7 +13,6 @@ import numpy as np
 
 from .config import LayoutConfig
 from .data import SquadExample
-from .layout import text_ids
 
 THRESHOLDS = (12, 20, 32, 64)
 

@@ -7,7 +7,7 @@ import torch
 from seqcomp.baselines import baseline_prefix
 from seqcomp.config import GenerationConfig, LayoutConfig
 from seqcomp.evaluate import predict, score
-from seqcomp.generation import generate, stop_ids
+from seqcomp.generation import stop_ids
 
 
 def _prefix_fn(tiny, kind="text"):

@@ -8,17 +8,14 @@ full-page screenshot per notebook plus one per figure to ``$SEQCOMP_SCREENSHOT_D
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS, require_browser, screenshot_dir
 from test_notebooks import FIGURES, tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("SEQCOMP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # per plotly figure: SVG trace groups, and drawn marks (bar, line, point paths with a real outline) inside them;
 # a figure without data has no trace group, and a bar of height 0 is still drawn
 FIGURE_STATS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(p => ({
@@ -26,21 +23,6 @@ FIGURE_STATS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(p 
     marks: [...p.querySelectorAll('g.trace path')].filter(e => (e.getAttribute('d') || 'M0,0Z') !== 'M0,0Z').length}))"""
 
 pytestmark = pytest.mark.browser
-
-
-def browser_missing() -> str:
-    """Why the browser check cannot run here ('' when it can)."""
-    import importlib.util
-
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is missing (pip install playwright; no `playwright install` needed)"
-    if not Path(CHROMIUM).is_file():
-        return f"{CHROMIUM} missing (apt-get install -y chromium)"
-    return ""
-
-
-def screenshot_dir() -> Path:
-    return Path(os.environ.get("SEQCOMP_SCREENSHOT_DIR", REPO / "runs" / "screenshots"))
 
 
 def _drawn_figures(page, expected: int, timeout_s: float = 30.0) -> list[dict]:
@@ -54,11 +36,7 @@ def _drawn_figures(page, expected: int, timeout_s: float = 30.0) -> list[dict]:
 
 
 def test_rendered_notebooks_draw_every_figure_offline(tmp_path_factory):
-    missing = browser_missing()
-    if missing:
-        if os.environ.get("SEQCOMP_REQUIRE_BROWSER") == "1":  # CI installs both: a skip there would hide a gap
-            pytest.fail(f"browser check required but {missing}")
-        pytest.skip(missing)
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     pipeline = tiny_pipeline(tmp_path_factory)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from seqcomp.config import ConfigError, CompressorConfig, apply_overrides
+from seqcomp.config import ConfigError, apply_overrides
 from seqcomp.presets import get_preset
 from seqcomp.checkpoint import CheckpointError, load_weights
 from seqcomp.trainer import train

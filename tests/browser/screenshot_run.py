@@ -16,9 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
-from test_jupyterlab import CHROMIUM, CHROMIUM_ARGS, NOTEBOOK, browser_missing, jupyterlab  # noqa: E402
+from chromium import CHROMIUM, CHROMIUM_ARGS, browser_missing  # noqa: E402
+from test_jupyterlab import NOTEBOOK, jupyterlab  # noqa: E402
 
 
 def main() -> int:

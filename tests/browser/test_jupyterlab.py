@@ -19,32 +19,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS, require_browser, screenshot_dir
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "inspect_run.ipynb"
-CHROMIUM = os.environ.get("SEQCOMP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # no news/update toasts: they would cover the widgets and make JupyterLab reach for the network
 LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings":
                 {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}}
 
 pytestmark = pytest.mark.browser
-
-
-def browser_missing() -> str:
-    """Why the browser check cannot run here ('' when it can)."""
-    import importlib.util
-
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is missing (pip install playwright; no `playwright install` needed)"
-    if not Path(CHROMIUM).is_file():
-        return f"{CHROMIUM} missing (apt-get install -y chromium)"
-    return ""
-
-
-def screenshot_dir() -> Path:
-    return Path(os.environ.get("SEQCOMP_SCREENSHOT_DIR", REPO / "runs" / "screenshots"))
 
 
 def free_port() -> int:
@@ -121,11 +104,7 @@ def lab_url(lab_root, tmp_path_factory):
 
 
 def test_inspect_run_notebook_renders_and_filters_in_jupyterlab(lab_url):
-    missing = browser_missing()
-    if missing:
-        if os.environ.get("SEQCOMP_REQUIRE_BROWSER") == "1":  # CI installs both: a skip there would hide a gap
-            pytest.fail(f"browser check required but {missing}")
-        pytest.skip(missing)
+    require_browser()
     from playwright.sync_api import expect, sync_playwright
 
     out = screenshot_dir()
