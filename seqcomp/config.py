@@ -103,10 +103,15 @@ class LossConfig:
     k_weight: float = 0.0  # extra CE on the first K answer tokens
     kd_weight: float = 0.0  # forward KL(teacher || student) on the first K answer tokens
     kd_tau: float = 1.0
+    uniformity_weight: float = 0.0  # anti-collapse across inputs: uniformity of the mean-pooled slot sequences
+    slot_diversity_weight: float = 0.0  # anti-collapse within a sequence: squared cosine between its slots
+    scheduled_sampling: float = 0.0  # p_max: answer inputs replaced by the model's own greedy tokens, ramped 0 -> p_max
 
     def __post_init__(self) -> None:
-        for name in ("ce_weight", "first_token_weight", "k_weight", "kd_weight"):
+        for name in ("ce_weight", "first_token_weight", "k_weight", "kd_weight", "uniformity_weight",
+                     "slot_diversity_weight"):
             _check(getattr(self, name) >= 0, f"loss.{name}", "must be >= 0")
+        _check(0 <= self.scheduled_sampling <= 1, "loss.scheduled_sampling", "must be a probability in [0, 1]")
         _check(self.k_tokens > 0, "loss.k_tokens", "must be > 0")
         _check(self.kd_tau > 0, "loss.kd_tau", "must be > 0")
 

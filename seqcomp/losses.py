@@ -8,6 +8,7 @@ test and the setup doctor check that ``answer_ce`` on a text prefix equals the m
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -70,6 +71,41 @@ def kd_loss(student: AnswerLogits, teacher_logits: torch.Tensor, k: int, tau: fl
     return ((kl * valid).sum(-1) / valid.sum(-1).clamp(min=1)).mean() * tau * tau
 
 
+def uniformity_loss(slots: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Cross-input anti-collapse (Wang & Isola's uniformity): log E exp(-t |z_i - z_j|^2) over pairs of
+    different inputs, z = the L2-normalised mean of each input's slots. Lower is more spread out."""
+    if slots.shape[0] < 2:
+        raise ValueError("loss.uniformity_weight needs at least 2 questions per batch (per process)")
+    z = F.normalize(slots.float().mean(1), dim=-1)
+    sq = torch.cdist(z, z).pow(2)
+    off = ~torch.eye(len(z), dtype=torch.bool, device=z.device)
+    return torch.logsumexp(-t * sq[off], 0) - torch.log(torch.tensor(float(off.sum())))
+
+
+def slot_diversity_loss(slots: torch.Tensor) -> torch.Tensor:
+    """Within-sequence anti-collapse: mean squared cosine between different slots of the same input."""
+    z = F.normalize(slots.float(), dim=-1)
+    cos = z @ z.transpose(1, 2)
+    m = slots.shape[1]
+    off = ~torch.eye(m, dtype=torch.bool, device=z.device)
+    return cos[:, off].pow(2).mean()
+
+
+def scheduled_sampling_input(lm: LM, batch: LMInput, prefixes: Sequence[Sequence[Segment]],
+                             answers: Sequence[Sequence[int]], p: float) -> LMInput:
+    """Tier 3.7: each answer input token becomes the model's own greedy prediction with probability ``p``.
+
+    The predictions come from a no-grad pass over the same layout; the inputs are rebuilt by the same
+    ``build_lm_input`` call and the labels stay gold, so only what the model reads changes.
+    """
+    with torch.no_grad():
+        predicted = answer_logits(lm, batch).logits.argmax(-1).tolist()
+    use_own = (torch.rand(len(answers), max(len(a) for a in answers)) < p).tolist()
+    mixed = [[predicted[i][j] if use_own[i][j] else tok for j, tok in enumerate(a)] for i, a in enumerate(answers)]
+    sampled = build_lm_input(lm.embed, prefixes, mixed, pad_id=lm.pad_id)
+    return dataclasses.replace(batch, inputs_embeds=sampled.inputs_embeds)
+
+
 def answers_for(lm: LM, config: ExperimentConfig, examples: Sequence[SquadExample]) -> tuple[list[list[int]], int]:
     """Training answers (first gold, truncated to data.max_answer_tokens, + end-of-answer)."""
     out, n_truncated = [], 0
@@ -90,13 +126,21 @@ def teacher_answer_logits(lm: LM, teacher_prefixes: Sequence[Sequence[Segment]],
 
 def combine(parts: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
     weights = {"ce": cfg.ce_weight, "first_token": cfg.first_token_weight, "k_token": cfg.k_weight,
-               "kd": cfg.kd_weight}
+               "kd": cfg.kd_weight, "uniformity": cfg.uniformity_weight, "slot_diversity": cfg.slot_diversity_weight}
     return sum(weights[name] * value for name, value in parts.items() if weights.get(name, 0) > 0)
 
 
-def loss_terms(al: AnswerLogits, cfg: LossConfig, teacher_logits: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def loss_terms(al: AnswerLogits, cfg: LossConfig, teacher_logits: torch.Tensor | None,
+               slots: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Each term separately (for logging); only weighted terms enter the total."""
     parts = {"ce": answer_ce(al), "first_token": answer_ce(al, 1)}
+    if (cfg.uniformity_weight > 0 or cfg.slot_diversity_weight > 0) and slots is None:
+        raise ValueError("loss.uniformity_weight/slot_diversity_weight act on compressed slots; "
+                         "compressor.kind must be query or pool")
+    if cfg.uniformity_weight > 0:
+        parts["uniformity"] = uniformity_loss(slots)
+    if cfg.slot_diversity_weight > 0:
+        parts["slot_diversity"] = slot_diversity_loss(slots)
     if cfg.k_weight > 0:
         parts["k_token"] = answer_ce(al, cfg.k_tokens)
     if cfg.kd_weight > 0:

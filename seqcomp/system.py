@@ -43,26 +43,30 @@ class CompressionSystem(nn.Module):
         self.last_n_truncated = src.n_truncated
         return self.compressor(src.vectors, src.mask)
 
-    def heads(self, lm: LM, examples: Sequence[SquadExample]) -> list[list[Segment]]:
+    def heads(self, lm: LM, examples: Sequence[SquadExample]) -> tuple[list[list[Segment]], torch.Tensor | None]:
+        """The head of each prefix, and the compressed slots [B, M, D] it holds (None for text systems)."""
         kind = self.config.compressor.kind
         if kind in ("query", "pool"):
             slots = self.compress(lm, examples)
-            return [[Segment("compressed", vectors=slots[i])] for i in range(len(examples))]
+            return [[Segment("compressed", vectors=slots[i])] for i in range(len(examples))], slots
         if kind == "text":
-            return [[Segment("context", ids=text_ids(lm.tokenizer, f"Context: {e.context}\n"))] for e in examples]
+            return [[Segment("context", ids=text_ids(lm.tokenizer, f"Context: {e.context}\n"))]
+                    for e in examples], None
         m = self.config.compressor.m
         return [[Segment("context-label", ids=text_ids(lm.tokenizer, "Context:")),
                  Segment("context", ids=text_ids(lm.tokenizer, " " + e.context)[:m]),
-                 Segment("context-end", ids=text_ids(lm.tokenizer, "\n"))] for e in examples]
+                 Segment("context-end", ids=text_ids(lm.tokenizer, "\n"))] for e in examples], None
 
     def prefixes(self, lm: LM, examples: Sequence[SquadExample]) -> list[list[Segment]]:
         """The prefix every use shares: training, teacher forcing, KD student and generation."""
-        return [build_prefix(lm.tokenizer, self.config.layout, head, e.question, self.soft_anchor)
-                for head, e in zip(self.heads(lm, examples), examples)]
+        return self(lm, examples)[0]
 
-    def forward(self, lm: LM, examples: Sequence[SquadExample]) -> list[list[Segment]]:
-        """Calling the module (as ``accelerate``/DDP requires for gradient sync) builds the prefixes."""
-        return self.prefixes(lm, examples)
+    def forward(self, lm: LM, examples: Sequence[SquadExample]) -> tuple[list[list[Segment]], torch.Tensor | None]:
+        """Calling the module (as ``accelerate``/DDP requires for gradient sync) builds the prefixes; the
+        compressed slots come along for the anti-collapse losses."""
+        heads, slots = self.heads(lm, examples)
+        return [build_prefix(lm.tokenizer, self.config.layout, head, e.question, self.soft_anchor)
+                for head, e in zip(heads, examples)], slots
 
     def teacher_prefixes(self, lm: LM, examples: Sequence[SquadExample]) -> list[list[Segment]]:
         """The KD teacher: the same frozen LM reading the full context as text, with the text anchor."""

@@ -29,7 +29,8 @@ from .diagnostics import collapse_report
 from .evaluate import predict, score
 from .layout import build_lm_input
 from .lm import LM, load_lm
-from .losses import answer_logits, answers_for, loss_terms, teacher_answer_logits
+from .losses import (answer_logits, answers_for, loss_terms, scheduled_sampling_input,
+                     teacher_answer_logits)
 from .runs import atomic_write_text, environment_info, prepare_run_folder, run_lock, write_eval_run, write_json
 from .slices import Slices, load_slices
 from .system import CompressionSystem
@@ -50,15 +51,19 @@ def seed_everything(seed: int) -> None:
 
 
 def step_losses(lm: LM, system: CompressionSystem, examples: Sequence[SquadExample],
-                config: ExperimentConfig) -> dict[str, torch.Tensor]:
-    """All loss terms of one batch from one student forward (and one no-grad teacher forward for KD)."""
+                config: ExperimentConfig, progress: float = 1.0) -> dict[str, torch.Tensor]:
+    """All loss terms of one batch from one student forward (plus no-grad passes for KD and scheduled
+    sampling); ``progress`` in [0, 1] ramps the scheduled-sampling probability."""
     answers, _ = answers_for(lm, config, examples)
-    batch = build_lm_input(lm.embed, system(lm, examples), answers, pad_id=lm.pad_id)
+    prefixes, slots = system(lm, examples)
+    batch = build_lm_input(lm.embed, prefixes, answers, pad_id=lm.pad_id)
+    if config.loss.scheduled_sampling > 0:
+        batch = scheduled_sampling_input(lm, batch, prefixes, answers, config.loss.scheduled_sampling * progress)
     teacher = None
     if config.loss.kd_weight > 0:
         teacher = teacher_answer_logits(lm, system_module(system).teacher_prefixes(lm, examples), answers,
                                         config.loss.k_tokens)
-    return loss_terms(answer_logits(lm, batch), config.loss, teacher)
+    return loss_terms(answer_logits(lm, batch), config.loss, teacher, slots)
 
 
 def system_module(system) -> CompressionSystem:
@@ -168,7 +173,7 @@ def _train(config: ExperimentConfig, out: Path, accelerator: Accelerator, lm: LM
             if batch < done:
                 continue
             examples = [slices.train[i] for i in idx]
-            parts = step_losses(lm, system, examples, config)
+            parts = step_losses(lm, system, examples, config, progress=step / total_steps)
             losses = {f"loss_{k}": float(accelerator.reduce(v.detach(), "mean")) for k, v in parts.items()}
             optimizer.zero_grad(set_to_none=True)
             bad = [k for k, v in losses.items() if not math.isfinite(v)]

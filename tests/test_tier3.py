@@ -1,0 +1,80 @@
+"""Tier 3 levers: anti-collapse regularisers and scheduled sampling, on the one layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from seqcomp.config import ConfigError, apply_overrides
+from seqcomp.layout import build_lm_input
+from seqcomp.losses import answers_for, scheduled_sampling_input, slot_diversity_loss, uniformity_loss
+from seqcomp.presets import get_preset
+from seqcomp.system import CompressionSystem
+from seqcomp.trainer import train
+
+
+def test_uniformity_is_zero_for_collapsed_inputs_and_lower_when_spread():
+    collapsed = torch.ones(4, 3, 8)
+    assert float(uniformity_loss(collapsed)) == pytest.approx(0.0, abs=1e-6)
+    spread = torch.eye(8)[:4, None, :].expand(4, 3, 8)  # four orthogonal inputs: |zi - zj|^2 = 2
+    assert float(uniformity_loss(spread)) == pytest.approx(-4.0, abs=1e-5)
+    with pytest.raises(ValueError, match="at least 2 questions"):
+        uniformity_loss(torch.ones(1, 3, 8))
+
+
+def test_slot_diversity_is_one_for_duplicated_slots_and_zero_for_orthogonal():
+    assert float(slot_diversity_loss(torch.ones(2, 4, 8))) == pytest.approx(1.0)
+    assert float(slot_diversity_loss(torch.eye(8)[None, :4].expand(2, 4, 8))) == pytest.approx(0.0)
+
+
+def _batch(tiny, examples, p):
+    cfg = get_preset("tiny")
+    system = CompressionSystem(cfg, tiny)
+    answers, _ = answers_for(tiny, cfg, examples)
+    prefixes = system.prefixes(tiny, examples)
+    gold = build_lm_input(tiny.embed, prefixes, answers, pad_id=tiny.pad_id)
+    return gold, scheduled_sampling_input(tiny, gold, prefixes, answers, p), answers
+
+
+def test_scheduled_sampling_changes_only_answer_inputs_and_keeps_gold_labels(tiny, examples):
+    gold, same, _ = _batch(tiny, examples, 0.0)
+    assert torch.equal(same.inputs_embeds, gold.inputs_embeds) and torch.equal(same.labels, gold.labels)
+    torch.manual_seed(0)
+    gold, own, answers = _batch(tiny, examples, 1.0)
+    assert torch.equal(own.labels, gold.labels) and torch.equal(own.attention_mask, gold.attention_mask)
+    answer_cols = gold.labels != -100
+    assert torch.equal(own.inputs_embeds[~answer_cols], gold.inputs_embeds[~answer_cols])  # prefix untouched
+    # with p = 1 every answer input is the embedding of the model's own greedy token at that position
+    from seqcomp.losses import answer_logits
+
+    predicted = answer_logits(tiny, gold).logits.argmax(-1)
+    for row, answer in enumerate(answers):
+        cols = answer_cols[row].nonzero().flatten()
+        expected = tiny.embed(predicted[row, : len(answer)])
+        assert torch.allclose(own.inputs_embeds[row, cols], expected)
+    assert not torch.equal(own.inputs_embeds, gold.inputs_embeds)
+
+
+def test_bad_tier3_settings_get_clear_errors():
+    with pytest.raises(ConfigError, match="loss.scheduled_sampling"):
+        apply_overrides(get_preset("tiny"), {"loss.scheduled_sampling": 1.5})
+    with pytest.raises(ConfigError, match="loss.uniformity_weight"):
+        apply_overrides(get_preset("tiny"), {"loss.uniformity_weight": -1})
+
+
+def test_regularisers_are_logged_and_spread_the_compressed_inputs(tmp_path, tiny):
+    base = {"data.n_train": 64, "data.n_test": 8, "data.n_select": 8, "train.epochs": 2, "train.lr": 1e-2,
+            "loss.scheduled_sampling": 0.5}
+    diags = {}
+    for name, weight in (("plain", 0.0), ("regularised", 2.0)):
+        cfg = apply_overrides(get_preset("tiny"), {**base, "loss.uniformity_weight": weight,
+                                                   "loss.slot_diversity_weight": weight})
+        train(cfg, tmp_path / name, lm=tiny, progress=False)
+        rows = [json.loads(line) for line in (tmp_path / name / "history.jsonl").read_text().splitlines()]
+        diags[name] = json.loads((tmp_path / name / "diagnostics.json").read_text())
+        if weight:
+            assert all("loss_uniformity" in r and "loss_slot_diversity" in r for r in rows if r["kind"] == "train")
+    assert diags["regularised"]["cross_input_cosine"] < diags["plain"]["cross_input_cosine"]
+    assert diags["regularised"]["within_sequence_cosine"] < diags["plain"]["within_sequence_cosine"]
