@@ -141,6 +141,25 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """Tier 3.9: a stage before QA training that teaches the compressor from unlabeled passages."""
+
+    passages: int = 0  # distinct training contexts used; 0 = no pretraining stage
+    reconstruction_ratio: float = 0.2  # share of reconstruction rows; the rest are continuation rows
+    target_tokens: int = 48  # tokens regenerated (reconstruction) or continued (continuation)
+    marker: str = "Repeat the passage:"  # text after the slots that asks for reconstruction
+    epochs: int = 1
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check(self.passages >= 0, "pretrain.passages", "must be >= 0")
+        _check(0 <= self.reconstruction_ratio <= 1, "pretrain.reconstruction_ratio", "must be in [0, 1]")
+        _check(self.target_tokens > 0 and self.epochs > 0 and self.lr > 0, "pretrain.target_tokens/epochs/lr",
+               "must be > 0")
+        _check(bool(self.marker.strip()), "pretrain.marker", "must be visible text")
+
+
+@dataclass(frozen=True)
 class GenerationConfig:
     max_new_tokens: int = 32
     batch_size: int = 16
@@ -160,6 +179,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -29,6 +29,7 @@ from .diagnostics import collapse_report
 from .evaluate import predict, score
 from .layout import build_lm_input
 from .lm import LM, load_lm
+from .pretrain import pretrain
 from .losses import (answer_logits, answers_for, loss_terms, scheduled_sampling_input,
                      teacher_answer_logits)
 from .runs import atomic_write_text, environment_info, prepare_run_folder, run_lock, write_eval_run, write_json
@@ -139,6 +140,16 @@ def _train(config: ExperimentConfig, out: Path, accelerator: Accelerator, lm: LM
     params = system.trainable_parameters()
     if not params:
         raise ValueError(f"config '{config.name}' has nothing to train (no compressor and no trainable anchor)")
+    ckpt = out / "checkpoints"
+    pretrained = {}
+    if config.pretrain.passages and not resume:  # on resume the saved state already holds these weights
+        plog = _Log(out / "pretrain_history.jsonl", enabled=main)
+        plog.reset()
+        pretrained = pretrain(lm, system, slices.train, config, plog, progress and main)
+        if main:
+            save_weights(system, ckpt, "pretrained", pretrained)
+    elif (ckpt / "pretrained.json").is_file():
+        pretrained = json.loads((ckpt / "pretrained.json").read_text())
     optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
     generator = torch.Generator().manual_seed(config.train.seed)
     loader = DataLoader(list(range(len(slices.train))), batch_size=config.train.batch_size, shuffle=True,
@@ -148,7 +159,6 @@ def _train(config: ExperimentConfig, out: Path, accelerator: Accelerator, lm: LM
     system, optimizer, loader, scheduler = accelerator.prepare(system, optimizer, loader, scheduler)
     eval_every = config.train.eval_every or math.ceil(total_steps / config.train.epochs)
     save_every = config.train.save_every or eval_every
-    ckpt = out / "checkpoints"
 
     state = {"step": 0, "epoch": 0, "batch": 0, "best_select_f1": -1.0, "best_step": 0, "skipped": 0,
              "seconds": 0.0}
@@ -219,7 +229,8 @@ def _train(config: ExperimentConfig, out: Path, accelerator: Accelerator, lm: LM
     records, summary = evaluate_system(lm, final, slices.test, config, "test", progress and main)
     metrics = {"system": f"trained:{config.name}", **summary.to_dict(), "best_step": state["best_step"],
                "best_select_f1": state["best_select_f1"], "train_seconds": round(train_seconds, 1),
-               "skipped_batches": state["skipped"], "n_train": len(slices.train), "n_select": len(slices.select)}
+               "skipped_batches": state["skipped"], "n_train": len(slices.train), "n_select": len(slices.select),
+               **pretrained}
     if main:
         _write_compressed(lm, final, slices.test[: config.train.diagnostics_n], out)
         write_eval_run(out, run_config, records, metrics)

@@ -78,3 +78,40 @@ def test_regularisers_are_logged_and_spread_the_compressed_inputs(tmp_path, tiny
             assert all("loss_uniformity" in r and "loss_slot_diversity" in r for r in rows if r["kind"] == "train")
     assert diags["regularised"]["cross_input_cosine"] < diags["plain"]["cross_input_cosine"]
     assert diags["regularised"]["within_sequence_cosine"] < diags["plain"]["within_sequence_cosine"]
+
+
+def test_pretraining_rows_follow_the_mix_and_cut_the_passage(tiny):
+    from seqcomp.layout import text_ids
+    from seqcomp.pretrain import CONTINUE, RECONSTRUCT, pretrain_rows
+    from seqcomp.synthetic import key_recall_examples
+
+    examples = key_recall_examples(12, seed=0)
+    for ratio, task in ((1.0, RECONSTRUCT), (0.0, CONTINUE)):
+        cfg = apply_overrides(get_preset("tiny"), {"pretrain.passages": 8, "pretrain.reconstruction_ratio": ratio,
+                                                  "pretrain.target_tokens": 6})
+        rows = pretrain_rows(tiny, examples, cfg, torch.Generator().manual_seed(0))
+        assert len(rows) == 8 and {r.task for r in rows} == {task}
+        for row, context in zip(rows, dict.fromkeys(e.context for e in examples)):
+            ids = text_ids(tiny.tokenizer, context)
+            if task == RECONSTRUCT:
+                assert row.source.context == context and row.target == tuple(ids[:6])
+            else:  # the compressor reads the start, the target is what follows it
+                cut = len(ids) - len(row.target) if len(ids) - 6 >= len(ids) // 2 else len(ids) // 2
+                assert row.target == tuple(ids[cut: cut + 6]) and len(row.target) > 0
+                assert context.startswith(row.source.context.strip()[:10])
+
+
+def test_pretraining_lowers_its_loss_and_qa_training_starts_from_it(tmp_path, tiny):
+    cfg = apply_overrides(get_preset("tiny"), {"data.n_train": 64, "data.n_test": 8, "data.n_select": 4,
+                                              "pretrain.passages": 64, "pretrain.epochs": 6, "pretrain.lr": 1e-2,
+                                              "pretrain.reconstruction_ratio": 0.5, "pretrain.target_tokens": 8})
+    metrics = train(cfg, tmp_path / "run", lm=tiny, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "pretrain_history.jsonl").read_text().splitlines()]
+    assert rows and all(r["kind"] == "pretrain" for r in rows)
+    first, last = rows[:4], rows[-4:]
+    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+    assert mean(last, "loss_total") < mean(first, "loss_total") - 0.2  # nats; a 4-slot random tiny model
+    assert {"loss_reconstruction", "loss_continuation"} <= set().union(*rows)
+    assert 0 < metrics["pretrain_rows"] <= 64 and 0 < metrics["pretrain_reconstruction"] < metrics["pretrain_rows"]
+    assert metrics["pretrain_steps"] == len(rows)
+    assert (tmp_path / "run" / "checkpoints" / "pretrained.safetensors").is_file()
