@@ -64,16 +64,21 @@ def main() -> int:
                 expect(status).to_contain_text("matching questions", timeout=60_000)
                 select = page.locator(".widget-dropdown", has_text=f"{run.name[:14]} is").locator("select").first
                 select.scroll_into_view_if_needed()
+                n = len(run.predictions)
+                everything = f"{n} matching questions (of {n})"  # the status line while no filter applies
+                expect(status).to_contain_text(everything, timeout=30_000)
                 select.select_option("wrong")
+                expect(status).not_to_contain_text(everything, timeout=30_000)
                 expect(page.locator(".seqcomp-row").first).to_contain_text("wrong", timeout=30_000)
                 print("after 'wrong' filter:", status.inner_text())
                 page.screenshot(path=str(out / "inspector_wrong.png"))
                 if args.search:
                     select.select_option("all")
+                    expect(status).to_contain_text(everything, timeout=30_000)
                     box = page.locator(".widget-text", has_text="search").locator("input").first
                     box.fill(args.search)
                     box.press("Enter")
-                    expect(status).not_to_contain_text(f"{len(run.predictions)} matching", timeout=30_000)
+                    expect(status).not_to_contain_text(everything, timeout=30_000)
                     print(f"after search {args.search!r}:", status.inner_text())
                     page.screenshot(path=str(out / "inspector_search.png"))
                 if run.history:
