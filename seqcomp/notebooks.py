@@ -43,8 +43,8 @@ def experiment_overrides(model: str, data: str | None, n_train: int, n_eval: int
     return {"model.name": model, "model.precision": "fp32" if tiny else precision, "data.source": data,
             "data.n_train": n_train, "data.n_test": n_eval, "data.n_select": n_select, "data.seed": seed,
             "compressor.m": m, "train.epochs": epochs, "train.batch_size": batch_size, "train.seed": seed,
-            **({"compressor.width": tiny.compressor.width, "data.max_source_tokens": tiny.data.max_source_tokens}
-               if tiny else {})}
+            **({"compressor.width": tiny.compressor.width, "data.max_source_tokens": tiny.data.max_source_tokens,
+                "compressor.source_layer": 1} if tiny else {})}
 
 
 def generation_fixes(diagnosis: dict) -> dict[str, int]:
@@ -110,6 +110,40 @@ def check_same_questions(runs: Sequence[Run]) -> None:
                              "notebooks with the same data, seed, n_eval and n_select")
 
 
+def train_or_reuse(config: ExperimentConfig, folder: Path, lm) -> Run:
+    """Train ``config`` into ``folder``, or reuse the finished run there if it was trained with exactly
+    ``config`` (re-executing a long notebook picks up where it stopped)."""
+    from .runs import load_run
+    from .trainer import train
+
+    if (Path(folder) / "metrics.json").is_file():
+        return load_matching_run(folder, config, "this notebook")
+    train(config, folder, lm=lm, progress=False, overwrite=(Path(folder) / "config.json").is_file())
+    return load_run(folder)
+
+
+def slug(name: str) -> str:
+    """A folder name for a display name: ``"+ first-token CE + KD (tier2)"`` -> ``first-token-ce-kd-tier2``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def compression_ratio(lm, examples: Sequence, m: int, max_source_tokens: int) -> float:
+    """Mean context tokens the compressor reads (capped at ``max_source_tokens``) per compressed slot."""
+    from .layout import text_ids
+
+    lengths = [min(len(text_ids(lm.tokenizer, e.context)), max_source_tokens) for e in examples]
+    return sum(lengths) / len(lengths) / m
+
+
+def ablation_row(variant: str, m: int, ratio: float, run: Run) -> dict:
+    """One row of the ablation table: the run's test metrics and final collapse diagnostics."""
+    keys = ("n", "exact_match", "exact_match_ci", "f1", "f1_ci", "first_token_accuracy", "train_seconds", "seconds")
+    diag = {k: run.diagnostics[k] for k in ("cross_input_cosine", "within_sequence_cosine", "effective_rank",
+                                            "rms_ratio") if k in run.diagnostics}
+    return {"variant": variant, "m": m, "ratio": None if ratio is None else round(ratio, 2),
+            **{k: run.metrics[k] for k in keys if k in run.metrics}, **diag}
+
+
 def examples_table(joined: Sequence[dict]) -> list[dict]:
     """Rows of ``widgets.join_predictions`` as question, gold and each run's answer with its F1."""
     return [{"question": r["question"], "gold": " | ".join(r["golds"]),
@@ -125,7 +159,14 @@ def doctor_failures(run: Run) -> list[str]:
 # ---- executing notebooks ----------------------------------------------------------------------------------
 
 def parse_value(text: str) -> Any:
-    """A ``-p`` value the way papermill's CLI reads it: None, true/false, int, float, else the string."""
+    """A ``-p`` value the way papermill's CLI reads it: None, true/false, int, float, a JSON list
+    (``-p ms "[8, 16]"``), else the string."""
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise NotebookParameterError(f"{text!r} starts like a list but is not JSON ({err.msg}); "
+                                         "write lists as [8, 16] or [\"a\", \"b\"]") from None
     if text in ("None", "none", "null"):
         return None
     if text.lower() in ("true", "false"):

@@ -70,6 +70,18 @@ def _tiny() -> ExperimentConfig:
     )
 
 
+# Tier 2/3 levers and the compressor kinds, each as overrides on top of ``tier1`` (notebook 04 trains each
+# at every M it is given; the baselines there are zero-shot truncation, trained truncation and the text path)
+ABLATIONS: dict[str, dict] = {
+    "query (tier1)": {},
+    "pool over hidden states": {"compressor.kind": "pool", "compressor.source": "hidden"},
+    "+ first-token CE + KD (tier2)": {"loss.first_token_weight": 0.5, "loss.kd_weight": 0.5},
+    "+ scheduled sampling": {"loss.scheduled_sampling": 0.25},
+    "+ anti-collapse": {"loss.uniformity_weight": 0.1, "loss.slot_diversity_weight": 0.1},
+    "+ pretraining": {"pretrain.passages": 10_000},  # every distinct passage of the training slice
+}
+
+
 PRESETS = {
     "seed-experiment-1": _seed_experiment_1,
     "tier1": _tier1,

@@ -128,6 +128,35 @@ def test_03_trains_the_fair_systems_and_compares_every_baseline(pipeline_dir):
     assert compared == [f"baseline-{k}" for k in KINDS] + ["tier1", *TRAINED_03]
 
 
+def test_04_trains_every_lever_at_each_m_and_plots_f1_against_ratio(tmp_path):
+    from seqcomp.presets import ABLATIONS
+
+    params = {**{k: v for k, v in TINY.items() if k != "m"}, "ms": [2, 4]}
+    nbrun.execute(NOTEBOOKS / "04_ablations.ipynb", tmp_path, params, log_output=False)
+    out = tmp_path / "04_ablations"
+    rows = read_json(out / "comparison.json")
+    expected = {(v, m) for v in [*ABLATIONS, "zero-shot truncate", "trained truncate"] for m in (2, 4)}
+    assert {(r["variant"], r["m"]) for r in rows} == expected | {("trained text", None)}
+    assert all(r["n"] == TINY["n_eval"] and len(r["f1_ci"]) == 2 for r in rows)
+    by = {(r["variant"], r["m"]): r for r in rows}
+    assert by[("query (tier1)", 2)]["ratio"] == 2 * by[("query (tier1)", 4)]["ratio"]  # tokens per slot
+    assert "cross_input_cosine" in by[("+ anti-collapse", 4)] and "cross_input_cosine" not in by[("trained truncate", 4)]
+    pretrained = out / "m=4" / nbrun.slug("+ pretraining")
+    assert (pretrained / "pretrain_history.jsonl").is_file()
+    assert read_json(pretrained / "config.json")["experiment"]["loss"]["uniformity_weight"] == 0
+    assert read_json(out / "m=4" / nbrun.slug("+ anti-collapse") / "config.json")["experiment"]["loss"][
+        "uniformity_weight"] == 0.1
+    figures = plotly_outputs(tmp_path / "04_ablations.ipynb")
+    assert len(figures) == 1 + len(ABLATIONS)  # F1 vs ratio + collapse over training per compressor variant
+    ratio = figures[0]["data"]["application/vnd.plotly.v1+json"]
+    assert {t["name"] for t in ratio["data"]} == {*ABLATIONS, "zero-shot truncate", "trained truncate"}
+    assert (tmp_path / "04_ablations.html").is_file()
+    # executing again reuses every finished run instead of retraining
+    stamp = (pretrained / "metrics.json").stat().st_mtime_ns
+    nbrun.execute(NOTEBOOKS / "04_ablations.ipynb", tmp_path, params, log_output=False)
+    assert (pretrained / "metrics.json").stat().st_mtime_ns == stamp
+
+
 def test_run_rejects_an_unknown_parameter_before_executing(tmp_path, capsys):
     notebook = str(NOTEBOOKS / "01_diagnosis.ipynb")
     code = cli.main(["run", notebook, "--out", str(tmp_path / "x"), "-p", "n_evals", "3"])
@@ -177,8 +206,10 @@ def test_sweep_runs_each_point_once_and_skips_complete_points(tmp_path, capsys):
 
 
 def test_parameter_parsing_grid_points_and_folder_names(tmp_path):
-    assert [nbrun.parse_value(v) for v in ("None", "true", "False", "8", "0.5", "tiny", "1e-3")] == \
-        [None, True, False, 8, 0.5, "tiny", 1e-3]
+    assert [nbrun.parse_value(v) for v in ("None", "true", "False", "8", "0.5", "tiny", "1e-3", "[8, 16]")] == \
+        [None, True, False, 8, 0.5, "tiny", 1e-3, [8, 16]]
+    with pytest.raises(nbrun.NotebookParameterError, match="not JSON"):
+        nbrun.parse_value("[8, 16")
     points = nbrun.grid_points({"m": [8, 16], "data": ["synthetic:key-recall"]})
     assert points == [{"m": 8, "data": "synthetic:key-recall"}, {"m": 16, "data": "synthetic:key-recall"}]
     assert nbrun.point_name(points[0]) == "m=8__data=synthetic-key-recall"

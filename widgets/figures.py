@@ -107,3 +107,28 @@ def metrics_figure(runs: Sequence[Run], title: str = "Test-slice EM and F1 (95% 
     fig.update_layout(title=title, barmode="group", yaxis_title="% of questions", yaxis_range=[0, 105],
                       height=400)
     return fig
+
+
+def ratio_figure(rows: Sequence[dict], title: str = "F1 vs compression ratio (95% bootstrap CI)") -> go.Figure:
+    """F1 against compression ratio (context tokens per slot), one line per variant; ``rows`` as written by
+    ``seqcomp.notebooks.ablation_row`` (variant, ratio, f1, f1_ci). A variant without a ratio (the full-text
+    path) is drawn as a horizontal reference line."""
+    fig = go.Figure()
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    for variant in variants:
+        points = sorted((r for r in rows if r["variant"] == variant and r.get("ratio") is not None),
+                        key=lambda r: r["ratio"])
+        if not points:
+            for r in rows:
+                if r["variant"] == variant:
+                    fig.add_hline(y=r["f1"], line_dash="dot", annotation_text=f"{variant}: F1 {r['f1']:.1f}")
+            continue
+        cis = [r.get("f1_ci") or [r["f1"], r["f1"]] for r in points]
+        fig.add_trace(go.Scatter(
+            x=[r["ratio"] for r in points], y=[r["f1"] for r in points], mode="lines+markers", name=variant,
+            text=[f"M = {r['m']}" for r in points],
+            error_y={"type": "data", "symmetric": False, "array": [hi - r["f1"] for (_, hi), r in zip(cis, points)],
+                     "arrayminus": [r["f1"] - lo for (lo, _), r in zip(cis, points)]}))
+    fig.update_layout(title=title, xaxis_title="compression ratio (context tokens per slot)", xaxis_type="log",
+                      yaxis_title="F1 (%)", height=450)
+    return fig
