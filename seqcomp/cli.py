@@ -18,7 +18,7 @@ from .layout import LayoutError
 from .lm import ModelLoadError
 from .metrics import ScoreInputError
 from .presets import PRESETS, get_preset
-from .runs import RunFolderError
+from .runs import RunFolderError, run_lock
 
 USER_ERRORS = (ConfigError, DataError, LayoutError, ModelLoadError, ScoreInputError, FileNotFoundError,
                CheckpointError, RunFolderError)
@@ -98,7 +98,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if args.n is not None:
         config = apply_overrides(config, {"data.n_test": args.n})
-    metrics = run_baseline(args.kind, config, Path(args.out), budget=args.budget, shots=args.shots)
+    out = Path(args.out)
+    if (out / "metrics.json").is_file() and not args.overwrite:
+        raise RunFolderError(f"{out} is a finished run; pass --overwrite to replace it or choose another --out")
+    with run_lock(out):
+        metrics = run_baseline(args.kind, config, out, budget=args.budget, shots=args.shots)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -138,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, help="context tokens kept (truncate)")
     p.add_argument("--shots", type=int, default=2, help="solved train examples (fewshot)")
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace the finished run that --out holds")
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("demo", help="the main job: diagnosis + every baseline on the default model")

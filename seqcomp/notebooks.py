@@ -93,8 +93,7 @@ def load_matching_run(path: Path, config: ExperimentConfig, made_by: str) -> Run
     if not (Path(path) / "metrics.json").is_file():
         raise FileNotFoundError(f"{path} is not a finished run: run {made_by} first with the same parameters")
     run = load_run(path)
-    theirs, ours = flat_keys(from_dict(run.config["experiment"])), flat_keys(config)
-    differ = sorted(k for k in ours if k != "name" and theirs.get(k) != ours[k])
+    differ = config_differences(run.config, config)
     if differ:
         raise ValueError(f"{path} was trained with other settings ({', '.join(differ)}); rerun {made_by} with "
                          "the same parameters as this notebook")
@@ -110,16 +109,29 @@ def check_same_questions(runs: Sequence[Run]) -> None:
                              "notebooks with the same data, seed, n_eval and n_select")
 
 
-def train_or_reuse(config: ExperimentConfig, folder: Path, lm) -> Run:
-    """Train ``config`` into ``folder``, or reuse the finished run there if it was trained with exactly
-    ``config`` (re-executing a long notebook picks up where it stopped)."""
+def train_or_reuse(config: ExperimentConfig, folder: Path, lm, allow_failed_checks: bool = False) -> Run:
+    """A notebook's training step: reuse the finished run in ``folder`` if it was trained with exactly
+    ``config``, resume it if it was interrupted with that config, else train it (replacing a run trained with
+    other parameters). Re-executing a notebook thus picks up where it stopped and never mixes settings."""
+    from .checkpoint import STATE_FILE
     from .runs import load_run
     from .trainer import train
 
-    if (Path(folder) / "metrics.json").is_file():
-        return load_matching_run(folder, config, "this notebook")
-    train(config, folder, lm=lm, progress=False, overwrite=(Path(folder) / "config.json").is_file())
+    folder = Path(folder)
+    same = (folder / "config.json").is_file() and not config_differences(
+        json.loads((folder / "config.json").read_text()), config)
+    if same and (folder / "metrics.json").is_file():
+        return load_run(folder)
+    resume = same and (folder / "checkpoints" / STATE_FILE).is_file()
+    train(config, folder, lm=lm, allow_failed_checks=allow_failed_checks, progress=False, resume=resume,
+          overwrite=not resume and (folder / "config.json").is_file())
     return load_run(folder)
+
+
+def config_differences(run_config: dict, config: ExperimentConfig) -> list[str]:
+    """The dotted keys (name aside) where a run folder's ``config.json`` differs from ``config``."""
+    theirs, ours = flat_keys(from_dict(run_config["experiment"])), flat_keys(config)
+    return sorted(k for k in ours if k != "name" and theirs.get(k) != ours[k])
 
 
 def slug(name: str) -> str:

@@ -62,5 +62,10 @@ def test_train_then_eval_and_baseline(tmp_path, capsys):
     assert metrics["n"] == 4
     assert main(["baseline", "none", *TINY, "--n", "4", "--out", str(tmp_path / "none")]) == 0
     assert json.loads((tmp_path / "none" / "metrics.json").read_text())["n"] == 4
+    assert main(["baseline", "none", *TINY, "--n", "2", "--out", str(tmp_path / "none")]) == 2  # finished run kept
+    assert "--overwrite" in capsys.readouterr().err
+    assert json.loads((tmp_path / "none" / "metrics.json").read_text())["n"] == 4
+    assert main(["baseline", "none", *TINY, "--n", "2", "--out", str(tmp_path / "none"), "--overwrite"]) == 0
+    assert json.loads((tmp_path / "none" / "metrics.json").read_text())["n"] == 2
     assert main(["baseline", "truncate", *TINY, "--n", "4", "--out", str(tmp_path / "t")]) == 2  # needs --budget
     assert "--budget" in capsys.readouterr().err

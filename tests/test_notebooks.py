@@ -157,6 +157,14 @@ def test_04_trains_every_lever_at_each_m_and_plots_f1_against_ratio(tmp_path):
     assert (pretrained / "metrics.json").stat().st_mtime_ns == stamp
 
 
+def test_pipeline_runs_again_into_its_folder_reusing_finished_training(pipeline_dir):
+    trained = [pipeline_dir / "02_tier1_fixes" / s / "metrics.json" for s in STAGES] + \
+              [pipeline_dir / "03_retraining" / p / "metrics.json" for p in TRAINED_03]
+    stamps = [p.stat().st_mtime_ns for p in trained]
+    assert cli.main(["pipeline", "--out", str(pipeline_dir), *tiny_args()]) == 0
+    assert [p.stat().st_mtime_ns for p in trained] == stamps
+
+
 def test_run_rejects_an_unknown_parameter_before_executing(tmp_path, capsys):
     notebook = str(NOTEBOOKS / "01_diagnosis.ipynb")
     code = cli.main(["run", notebook, "--out", str(tmp_path / "x"), "-p", "n_evals", "3"])
