@@ -39,11 +39,11 @@ def test_finished_run_needs_overwrite_and_overwrite_replaces_it(tmp_path, tiny, 
         trainer.train(small_config(), run, lm=tiny, progress=False)
     assert main(["train", "--preset", "tiny", "--out", str(run)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    before = (run / "metrics.json").read_text()
+    before = (run / "checkpoints" / "best.safetensors").read_bytes()
     trainer.train(small_config(**{"train.lr": 1e-2}), run, lm=tiny, progress=False, overwrite=True)
     assert (run / "notes.txt").read_text() == "mine"  # only seqcomp's own outputs are replaced
     assert json.loads((run / "config.json").read_text())["experiment"]["train"]["lr"] == 1e-2
-    assert (run / "metrics.json").read_text() != before
+    assert (run / "checkpoints" / "best.safetensors").read_bytes() != before  # retrained with the new lr
 
 
 def test_resume_refuses_folders_without_a_resumable_run(tmp_path, tiny, capsys):
