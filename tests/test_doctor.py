@@ -17,7 +17,7 @@ def tiny_config(preset: str):
     """A preset with the tiny model and tiny slots/width, keeping what the preset says about the layout."""
     cfg = get_preset(preset)
     return apply_overrides(cfg, {"model.name": "tiny", "model.precision": "fp32", "compressor.m": 4,
-                                 "compressor.width": 32})
+                                 "compressor.width": 32, "compressor.source_layer": 1})
 
 
 @pytest.fixture()
@@ -29,10 +29,18 @@ def by_name(checks):
     return {c.name: c for c in checks}
 
 
-def test_tier1_and_tier2_pass_every_check(tiny, slices):
-    for preset in ("tier1", "tier2"):
+def test_tier1_tier2_and_best_pass_every_check(tiny, slices):
+    for preset in ("tier1", "tier2", "best"):
         checks = doctor.run_doctor(tiny_config(preset), tiny, slices)
         assert all(c.passed for c in checks), doctor.format_checks(checks)
+
+
+def test_best_is_tier1_with_the_chosen_ablation_variant():
+    from seqcomp.presets import ABLATIONS, BEST_VARIANT
+
+    best = get_preset("best")
+    assert best == apply_overrides(dataclasses.replace(get_preset("tier1"), name="best"), ABLATIONS[BEST_VARIANT])
+    assert best != dataclasses.replace(get_preset("tier1"), name="best")  # the variant changes something
 
 
 def test_seed_experiment_fails_exactly_the_checks_it_violates(tiny, examples):
