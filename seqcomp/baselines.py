@@ -1,9 +1,10 @@
-"""Zero-shot text baselines as prefixes in the one layout: text, fewshot, none, truncate, replay.
+"""Zero-shot text baselines as prefixes in the one layout: text, fewshot, none, truncate, select, replay.
 
 ``truncate`` keeps the whole question and spends the token budget on the context (bug B8: the earlier
 truncation cut ``Context ... Question`` from the end and always lost the question). ``replay`` is the
 ``text`` prompt fed as its own token embeddings through ``inputs_embeds``: it must equal ``text``
-exactly, which shows the embedding interface itself is sound.
+exactly, which shows the embedding interface itself is sound. ``select`` keeps the M context tokens that best
+match the question instead of the first M (``seqcomp.selection``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Sequence
 
 from .data import SquadExample
 from .layout import Segment, text_ids
+from .selection import KEPT_KINDS, kept_context_ids
 
-KINDS = ("text", "fewshot", "none", "truncate", "replay")
+KINDS = ("text", "fewshot", "none", "truncate", "select", "replay")
 RAW_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
 
 
@@ -25,10 +27,10 @@ def baseline_prefix(kind: str, tokenizer, example: SquadExample, budget: int | N
                                                                              question=example.question)))]
     if kind == "none":
         return [Segment("prompt", ids=text_ids(tokenizer, f"Question: {example.question}\nAnswer:"))]
-    if kind == "truncate":
+    if kind in KEPT_KINDS:
         if budget is None or budget <= 0:
-            raise ValueError("the truncate baseline needs --budget M > 0 (context tokens kept)")
-        return truncation_prefix(tokenizer, example, budget)
+            raise ValueError(f"the {kind} baseline needs --budget M > 0 (context tokens kept)")
+        return kept_prefix(kind, tokenizer, example, budget)
     if kind == "fewshot":
         if not shots:
             raise ValueError("the fewshot baseline needs solved examples (shots)")
@@ -42,7 +44,12 @@ def baseline_prefix(kind: str, tokenizer, example: SquadExample, budget: int | N
 
 def truncation_prefix(tokenizer, example: SquadExample, budget: int) -> list[Segment]:
     """``Context: <first budget context tokens>\\nQuestion: <whole question>\\nAnswer:``."""
-    context = text_ids(tokenizer, " " + example.context)[:budget]
+    return kept_prefix("truncate", tokenizer, example, budget)
+
+
+def kept_prefix(kind: str, tokenizer, example: SquadExample, budget: int) -> list[Segment]:
+    """``Context: <the budget context tokens truncate/select keeps>\\nQuestion: <whole question>\\nAnswer:``."""
+    context = tuple(kept_context_ids(kind, tokenizer, example.context, example.question, budget))
     return [Segment("context-label", ids=text_ids(tokenizer, "Context:")),
             Segment("context", ids=context),
             Segment("question", ids=text_ids(tokenizer, f"\nQuestion: {example.question}\nAnswer:"))]

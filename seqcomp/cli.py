@@ -17,6 +17,7 @@ from .data import DataError
 from .layout import LayoutError
 from .lm import ModelLoadError
 from .metrics import ScoreInputError
+from .baselines import KINDS
 from .presets import PRESETS, get_preset
 from .runs import RunFolderError, run_lock
 
@@ -93,8 +94,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from .baseline_runs import run_baseline
 
-    if args.kind == "truncate" and not args.budget:
-        raise ConfigError("the truncate baseline needs --budget M (context tokens kept, e.g. the compressor's M)")
+    if args.kind in ("truncate", "select") and not args.budget:
+        raise ConfigError(f"the {args.kind} baseline needs --budget M (context tokens kept, e.g. the compressor's M)")
     config = resolve_config(args)
     if args.n is not None:
         config = apply_overrides(config, {"data.n_test": args.n})
@@ -136,10 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("baseline", help="run a zero-shot baseline into a run folder")
-    p.add_argument("kind", choices=["text", "fewshot", "none", "truncate", "replay"])
+    p.add_argument("kind", choices=list(KINDS))
     _add_config_args(p)
     p.add_argument("--n", type=int, help="test questions (data.n_test)")
-    p.add_argument("--budget", type=int, help="context tokens kept (truncate)")
+    p.add_argument("--budget", type=int, help="context tokens kept (truncate, select)")
     p.add_argument("--shots", type=int, default=2, help="solved train examples (fewshot)")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace the finished run that --out holds")

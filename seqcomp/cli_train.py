@@ -56,10 +56,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .api import trained_config
     from .trainer import evaluate_run
 
+    trained_config(args.run_dir)  # a folder that is not a run: one line naming it and what it lacks
     metrics = evaluate_run(Path(args.run_dir), n=args.n, out=Path(args.out) if args.out else None)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run, push_to_hub
+
+    out = export_run(args.run_dir, args.out_dir)
+    print(f"exported {args.run_dir} to {out} (model card: {out / 'README.md'})")
+    if args.push_to_hub:
+        print(f"pushed to the Hub: {push_to_hub(out, args.push_to_hub)}")
     return 0
 
 
@@ -85,12 +97,30 @@ def register_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _count_or_all(text: str) -> int | str:
+    if text == "all":
+        return text
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"--n {text!r}: give a positive number of questions or 'all'")
+    return int(text)
+
+
 def register_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained run's best checkpoint")
     p.add_argument("run_dir")
-    p.add_argument("--n", type=int, help="number of test questions (default: the run's n_test)")
+    p.add_argument("--n", type=_count_or_all, help="number of test questions (default: the run's n_test); 'all': "
+                   "every dev question outside the selection articles")
     p.add_argument("--out", help="output folder (default RUN_DIR/eval-nN)")
     p.set_defaults(func=cmd_eval)
 
 
-REGISTER = [register_doctor, register_train, register_eval]
+def register_export(sub) -> None:
+    p = sub.add_parser("export", help="a self-contained folder with a trained run's weights, config, metrics and a "
+                       "model card (seqcomp.load reads it)")
+    p.add_argument("run_dir", help="a finished trained run folder")
+    p.add_argument("out_dir", help="a new (or empty) folder")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also upload the folder to this Hugging Face Hub repo")
+    p.set_defaults(func=cmd_export)
+
+
+REGISTER = [register_doctor, register_train, register_eval, register_export]

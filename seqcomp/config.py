@@ -46,6 +46,7 @@ class DataConfig:
     max_source_tokens: int = 384  # context tokens the compressor reads (longer ones are cut and counted)
     max_answer_tokens: int = 24  # answer tokens trained on (before the end-of-answer token); < max_new_tokens
     select_on_test: bool = False  # the diagnosed bug (B7): pick checkpoints on the reported slice
+    min_answer_coverage: float = 0.95  # doctor: least share of gold answers inside what the system shows the LM
 
     def __post_init__(self) -> None:
         _check(self.n_train > 0, "data.n_train", f"must be > 0, got {self.n_train}")
@@ -53,6 +54,7 @@ class DataConfig:
         _check(self.n_test > 0, "data.n_test", f"must be > 0, got {self.n_test}")
         _check(self.max_source_tokens > 0, "data.max_source_tokens", "must be > 0")
         _check(self.max_answer_tokens > 0, "data.max_answer_tokens", "must be > 0")
+        _check(0 <= self.min_answer_coverage <= 1, "data.min_answer_coverage", "must be a share in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class LayoutConfig:
 
 @dataclass(frozen=True)
 class CompressorConfig:
-    kind: str = "pool"  # query | pool | text (full context, no compression) | truncate (first m tokens)
+    kind: str = "pool"  # query | pool | text (full context) | truncate (first m tokens) | select (m tokens matching the question)
     m: int = 32  # compressed slots (or kept tokens for truncate)
     source: str = "hidden"  # what is compressed: "embeddings" (token embeddings) or "hidden" states
     source_layer: int = 6  # hidden-state layer when source == "hidden"
@@ -86,7 +88,7 @@ class CompressorConfig:
     heads: int = 4  # cross-attention heads (query)
 
     def __post_init__(self) -> None:
-        kinds = ("query", "pool", "text", "truncate")
+        kinds = ("query", "pool", "text", "truncate", "select")
         _check(self.kind in kinds, "compressor.kind", f"'{self.kind}' is not one of {', '.join(kinds)}")
         _check(self.m > 0, "compressor.m", f"must be > 0 (number of compressed slots), got {self.m}")
         _check(self.source in ("embeddings", "hidden"), "compressor.source", "must be 'embeddings' or 'hidden'")
@@ -116,6 +118,10 @@ class LossConfig:
         _check(self.kd_tau > 0, "loss.kd_tau", "must be > 0")
 
 
+# accelerate's tracker names (``accelerate.tracking.LOGGER_TYPE_TO_CLASS``), literal so configs load without it
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 1
@@ -129,6 +135,8 @@ class TrainConfig:
     diagnostics_n: int = 32  # examples used for the collapse/scale diagnostics
     save_every: int = 0  # steps between resumable training states; 0 = at every evaluation
     on_nonfinite: str = "stop"  # NaN/inf loss or gradient: "stop" (keep the last good checkpoint) or "skip" the batch
+    length_window: int = 8  # batches per length-sorted window (less padding); 1 = a plain shuffle
+    log_with: str = ""  # also send history.jsonl's rows to this accelerate tracker ("tensorboard", ...); "" = none
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "train.epochs", "must be > 0")
@@ -136,8 +144,11 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr", "must be > 0")
         _check(0 <= self.warmup_frac < 1, "train.warmup_frac", "must be in [0, 1)")
         _check(self.eval_every >= 0 and self.save_every >= 0, "train.eval_every/save_every", "must be >= 0")
+        _check(self.length_window > 0, "train.length_window", "must be > 0 (1 = a plain shuffle)")
         _check(self.on_nonfinite in ("stop", "skip"), "train.on_nonfinite",
                f"'{self.on_nonfinite}' is not one of stop, skip")
+        _check(self.log_with in ("", *TRACKERS), "train.log_with",
+               f"'{self.log_with}' is not one of {', '.join(TRACKERS)} (or '' for none)")
 
 
 @dataclass(frozen=True)

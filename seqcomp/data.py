@@ -354,6 +354,11 @@ def disjoint_slices(split: SquadSplit | Sequence[SquadExample], n_select: int, n
     return subsample(examples, n_select, seed, exclude_ids={e.id for e in test}), test
 
 
+def test_pool(split: SquadSplit | Sequence[SquadExample], seed: int) -> list[SquadExample]:
+    """Every question ``disjoint_slices`` may put in a test slice (article level): the largest test slice."""
+    return _partition(_examples(split), lambda e: e.title, seed)[1]
+
+
 def _partition(examples: Sequence[SquadExample], key, seed: int) -> tuple[list[SquadExample], list[SquadExample]]:
     groups: dict[str, list[SquadExample]] = {}
     for e in examples:

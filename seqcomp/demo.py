@@ -13,6 +13,7 @@ from .data import load_squad
 from .diagnose import answer_length_figure, answer_length_report, format_report
 from .lm import load_lm
 from .runs import write_json
+from .selection import KEPT_KINDS
 
 
 def baseline_table(rows: list[dict]) -> str:
@@ -44,7 +45,7 @@ def run_demo(config: ExperimentConfig, out: Path, n: int = 200, budget: int = 32
                                                                 max_new_tokens=report.recommended_max_new_tokens))
     rows = []
     for kind in kinds:
-        rows.append(run_baseline(kind, config, out / f"baseline-{kind}", budget=budget if kind == "truncate" else None,
+        rows.append(run_baseline(kind, config, out / f"baseline-{kind}", budget=budget if kind in KEPT_KINDS else None,
                                  shots=shots, lm=lm))
     table = baseline_table(rows)
     print(table, flush=True)

@@ -1,12 +1,12 @@
 """The setup doctor: every known train/eval mismatch of the diagnosed experiment, checked before a run.
 
 Each check runs the real code paths (the layout, the loss, the system) on a few real examples rather
-than reading config flags, so a regression in the code is caught as well as a bad config.
+than reading config flags, so a regression in the code is caught as well as a bad config. The checks that
+what the answer needs (question, passage, gold span) reaches the LM live in ``seqcomp.doctor_reach``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -17,7 +17,7 @@ from .config import ExperimentConfig
 from .diagnose import coverage_of, recommend_max_new_tokens
 from .diagnostics import rms
 from .layout import IGNORE, Segment, build_lm_input, end_of_answer_ids, text_ids
-from .lm import LM
+from .lm import LM, full_precision
 from .losses import answer_ce, answer_logits, answers_for
 from .slices import Slices
 from .system import CompressionSystem
@@ -45,17 +45,9 @@ def format_checks(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _fp32(lm: LM):
-    saved = lm.precision
-    lm.precision = "fp32"
-    try:
-        yield
-    finally:
-        lm.precision = saved
-
-
 def run_doctor(config: ExperimentConfig, lm: LM, slices: Slices, n_examples: int = 4) -> list[Check]:
+    from .doctor_reach import reach_checks  # its checks build on Check, defined above
+
     examples = list((slices.select or slices.test)[:n_examples])
     torch.manual_seed(config.train.seed)
     system = CompressionSystem(config, lm).to(lm.device).eval()
@@ -70,6 +62,7 @@ def run_doctor(config: ExperimentConfig, lm: LM, slices: Slices, n_examples: int
         check_slices_disjoint(slices),
         check_truncation_keeps_question(lm, examples, config.compressor.m),
         check_no_gold_leak(config, lm, system, examples),
+        *reach_checks(config, lm, system, slices),
     ]
 
 
@@ -133,7 +126,7 @@ def check_labels_not_double_shifted(config: ExperimentConfig, lm: LM, examples) 
     prompt = text_ids(lm.tokenizer, f"Context: {ex.context}\nQuestion: {ex.question}\nAnswer:")
     answers, _ = answers_for(lm, dataclasses.replace(config, layout=dataclasses.replace(
         config.layout, end_of_answer=config.layout.end_of_answer or "\n")), [ex])
-    with torch.no_grad(), _fp32(lm):
+    with torch.no_grad(), full_precision(lm):
         batch = build_lm_input(lm.embed, [[Segment("prompt", ids=prompt)]], answers, pad_id=lm.pad_id)
         ours = float(answer_ce(answer_logits(lm, batch)))
         ids = torch.tensor([list(prompt) + answers[0]], device=lm.device)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .layout import LMInput
 from .lm import LM
@@ -51,23 +52,40 @@ def stop_ids(lm: LM, end_of_answer_ids: Sequence[int] = ()) -> list[int]:
     return sorted(ids)
 
 
+class _StepRecorder(LogitsProcessor):
+    """Keeps, per decoding step, only what is reported: the greedy token's log-prob (and, at the first
+    step, the top-5 probabilities), instead of a full-vocabulary logits tensor per step."""
+
+    def __init__(self) -> None:
+        self.logprobs: list[torch.Tensor] = []  # per step [B]
+        self.first_top5: torch.return_types.topk | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        logprobs = scores.float().log_softmax(-1)
+        self.logprobs.append(logprobs.max(-1).values)  # greedy: the chosen token is the argmax
+        if self.first_top5 is None:
+            self.first_top5 = logprobs.exp().topk(5)
+        return scores
+
+
 @torch.no_grad()
 def generate(lm: LM, batch: LMInput | None = None, *, input_ids: torch.Tensor | None = None,
              attention_mask: torch.Tensor | None = None, max_new_tokens: int = 32,
              end_of_answer: str = "\n", end_of_answer_ids: Sequence[int] = ()) -> list[Generation]:
     """Greedy-decode one batch from embeddings (``batch``) or left-padded ``input_ids``."""
     stops = stop_ids(lm, end_of_answer_ids)
+    recorder = _StepRecorder()
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
-                  pad_token_id=lm.pad_id, return_dict_in_generate=True, output_logits=True,
+                  pad_token_id=lm.pad_id, logits_processor=LogitsProcessorList([recorder]),
                   temperature=None, top_p=None, top_k=None)
     with lm.autocast():
         if batch is not None:
-            out = lm.model.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
-            new = out.sequences
+            new = lm.model.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
         else:
-            out = lm.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            new = out.sequences[:, input_ids.shape[1]:]
-    logprobs = torch.stack([step.float().log_softmax(-1) for step in out.logits], dim=1)  # [B, T, V]
+            new = lm.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            new = new[:, input_ids.shape[1]:]
+    logprobs = torch.stack(recorder.logprobs, dim=1).tolist()  # [B, T]
+    top_values, top_indices = recorder.first_top5.values.tolist(), recorder.first_top5.indices.tolist()
     stop_set = set(stops)
     results = []
     for row in range(new.shape[0]):
@@ -76,12 +94,10 @@ def generate(lm: LM, batch: LMInput | None = None, *, input_ids: torch.Tensor | 
             ids.append(t)
             if t in stop_set:
                 break
-        lps = [float(logprobs[row, j, t]) for j, t in enumerate(ids)]
-        top = logprobs[row, 0].exp().topk(5)
-        top5 = [(lm.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+        top5 = [(lm.tokenizer.decode([i]), p) for p, i in zip(top_values[row], top_indices[row])]
         raw = lm.tokenizer.decode(ids, skip_special_tokens=False)
         results.append(Generation(raw=raw, answer=clean_answer(_strip_special(lm, ids), end_of_answer),
-                                  token_ids=ids, token_logprobs=lps, first_top5=top5,
+                                  token_ids=ids, token_logprobs=logprobs[row][:len(ids)], first_top5=top5,
                                   stopped=bool(ids) and ids[-1] in stop_set))
     return results
 

@@ -73,7 +73,7 @@ def build_lm_input(embed: torch.nn.Embedding, prefixes: Sequence[Sequence[Segmen
     """Embed and left-pad ``prefix (+ answer)`` rows; the only place an LM input is assembled."""
     if answers is not None and len(answers) != len(prefixes):
         raise LayoutError(f"{len(prefixes)} prefixes but {len(answers)} answers")
-    device = embed.weight.device
+    device, dtype = embed.weight.device, embed.weight.dtype
     rows, labels, shapes, prefix_lengths, answer_lengths = [], [], [], [], []
     for i, prefix in enumerate(prefixes):
         segs = list(prefix)
@@ -83,7 +83,7 @@ def build_lm_input(embed: torch.nn.Embedding, prefixes: Sequence[Sequence[Segmen
         parts = [_embed_segment(embed, s, device) for s in segs if len(s) > 0]
         if not parts:
             raise LayoutError(f"row {i} is empty: a prefix needs at least one segment")
-        rows.append(torch.cat(parts, dim=0))
+        rows.append(torch.cat([p.to(dtype) for p in parts], dim=0))  # fp32 trainable vectors -> the LM's dtype
         n_prefix = sum(len(s) for s in prefix)
         prefix_lengths.append(n_prefix)
         answer_lengths.append(len(answer))
@@ -93,7 +93,6 @@ def build_lm_input(embed: torch.nn.Embedding, prefixes: Sequence[Sequence[Segmen
     dim = rows[0].shape[1]
     batch = len(rows)
     inputs = embed(torch.full((batch, width), pad_id, dtype=torch.long, device=device)).detach().clone()
-    inputs = inputs.to(rows[0].dtype)
     mask = torch.zeros(batch, width, dtype=torch.long, device=device)
     label_t = torch.full((batch, width), IGNORE, dtype=torch.long, device=device)
     padded = []

@@ -1,7 +1,9 @@
 """Loading the frozen reader LM: presets, hub ids, local folders, GGUF files, and a tiny test model.
 
-Every load returns a frozen model in eval mode with fp32 weights (autocast does the bf16 work), so the
-only trainable parameters in a run are the compressor's (bug B3: no bf16 master weights).
+Every load returns a frozen model in eval mode whose weights are stored in the compute dtype
+(``precision``: bf16 or fp32), so autocast never re-casts 135M frozen weights at every step. The
+trainable parameters (compressor, soft anchor) live outside the frozen model in fp32 (bug B3: no bf16
+master weights); their outputs are cast to the LM's dtype where they enter it (``build_lm_input``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,6 +37,8 @@ class LM:
     tokenizer: PreTrainedTokenizerBase
     name: str
     precision: str = "fp32"
+    # source features of passages, keyed by (layer, token ids): see seqcomp.sources.cached_hidden_states
+    feature_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def embed(self) -> torch.nn.Embedding:
@@ -47,6 +51,11 @@ class LM:
     @property
     def device(self) -> torch.device:
         return self.embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the frozen weights are stored (and computed) in."""
+        return self.embed.weight.dtype
 
     @property
     def embedding_rms(self) -> float:
@@ -80,9 +89,25 @@ def load_lm(name: str = DEFAULT_MODEL, precision: str = "fp32", device: str | No
         lm = LM(model=model, tokenizer=tokenizer, name=name)
     lm.precision = precision
     freeze(lm.model)
-    if device is not None:
-        lm.model.to(device)
+    lm.model.to(device=device, dtype=compute_dtype(precision))
     return lm
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+@contextlib.contextmanager
+def full_precision(lm: LM):
+    """Temporarily run the frozen LM in fp32 (for exact-equality checks); bf16 -> fp32 -> bf16 is lossless."""
+    saved, dtype = lm.precision, lm.dtype
+    lm.precision = "fp32"
+    lm.model.to(torch.float32)
+    try:
+        yield
+    finally:
+        lm.precision = saved
+        lm.model.to(dtype)
 
 
 def freeze(model: torch.nn.Module) -> None:

@@ -295,6 +295,22 @@ def collect_metrics(root: Path) -> list[dict]:
     return rows
 
 
+def budget_rows(root: Path) -> list[dict]:
+    """One row per finished trained run under ``root``: its config name, training questions and test metrics (the
+    points of ``widgets.budget_figure``). Runs must share their test questions to be compared; the caller checks."""
+    keys = ("n", "exact_match", "exact_match_ci", "f1", "f1_ci", "mean_pred_tokens", "train_seconds")
+    rows = []
+    for path in sorted(Path(root).rglob("metrics.json")):
+        metrics = json.loads(path.read_text())
+        config = json.loads((path.parent / "config.json").read_text())
+        if config.get("kind") == "trained" and "n_train" in metrics:
+            bos = config["experiment"]["layout"]["bos"]
+            rows.append({"system": config["name"] + ("" if bos else " (no BOS)"), "n_train": metrics["n_train"],
+                         "run": path.parent.name,
+                         **{k: metrics[k] for k in keys if k in metrics}})
+    return rows
+
+
 def run_pipeline(out: Path, parameters: dict[str, Any], no_input: bool = False) -> dict:
     """01 -> 02 -> 03 with shared parameters and ``out_dir=out``; writes ``summary.md`` and ``summary.json``."""
     out = Path(out).resolve()

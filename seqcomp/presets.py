@@ -53,6 +53,11 @@ def _truncate_trained() -> ExperimentConfig:
     return dataclasses.replace(base, name="truncate-trained", compressor=CompressorConfig(kind="truncate", m=32))
 
 
+def _select_trained() -> ExperimentConfig:
+    base = _tier1()
+    return dataclasses.replace(base, name="select-trained", compressor=CompressorConfig(kind="select", m=32))
+
+
 def _pool_hidden() -> ExperimentConfig:
     base = _tier2()
     return dataclasses.replace(base, name="pool-hidden",
@@ -98,6 +103,7 @@ PRESETS = {
     "tier2": _tier2,
     "text-ceiling": _text_ceiling,
     "truncate-trained": _truncate_trained,
+    "select-trained": _select_trained,
     "pool-hidden": _pool_hidden,
     "best": _best,
     "tiny": _tiny,

@@ -47,7 +47,7 @@ LOCK_FILE = ".lock"
 # what a training run writes; --overwrite removes exactly these, never anything else in the folder
 RUN_OUTPUTS = ("config.json", "metrics.json", "predictions.jsonl", "history.jsonl", "doctor.json",
                "diagnostics.json", "compressed.safetensors", "compressed_ids.txt", "checkpoints",
-               "pretrain_history.jsonl")
+               "pretrain_history.jsonl", "tracking")
 _SAFE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import DataConfig
-from .data import SquadExample, disjoint_slices, load_squad, subsample
+from .data import SquadExample, disjoint_slices, load_squad, subsample, test_pool
 from .synthetic import key_recall_examples
 
 SYNTHETIC = "synthetic:key-recall"
@@ -44,3 +44,11 @@ def train_slice(data: DataConfig) -> tuple[SquadExample, ...]:
 def load_slices(data: DataConfig) -> Slices:
     select, test, source = eval_slices(data)
     return Slices(train=train_slice(data), select=select, test=test, source=str(source))
+
+
+def full_test_size(data: DataConfig) -> int:
+    """How many questions ``--n all`` evaluates: every dev question outside the selection articles (the test
+    pool that ``data.seed`` defines; the selection questions picked the checkpoint, so they are not reported)."""
+    if data.source == SYNTHETIC:
+        return data.n_test
+    return len(test_pool(load_squad(data.source, "validation"), data.seed))

@@ -51,7 +51,26 @@ def source_vectors(lm: LM, examples: Sequence[SquadExample], cfg: CompressorConf
     ids, mask, n_truncated = source_ids(lm, examples, cfg, max_tokens)
     if cfg.source == "embeddings":
         return SourceBatch(lm.embed(ids).float(), mask, n_truncated)
-    return SourceBatch(hidden_states(lm, ids, mask, cfg.source_layer), mask, n_truncated)
+    rows = [cached_hidden_states(lm, ids[i, : int(mask[i].sum())], cfg.source_layer) for i in range(len(ids))]
+    vectors = torch.zeros(ids.shape[0], ids.shape[1], lm.hidden_size, device=ids.device)
+    for i, row in enumerate(rows):
+        vectors[i, : row.shape[0]] = row.float()
+    return SourceBatch(vectors, mask, n_truncated)
+
+
+def cached_hidden_states(lm: LM, ids: torch.Tensor, layer: int) -> torch.Tensor:
+    """Hidden states [S, D] of ONE passage (its real tokens only), computed once per (layer, passage).
+
+    The frozen LM never changes, so a passage's source features are the same at every epoch and for every
+    system that reads the same layer (``lm.feature_cache``, shared by every run in one process). Each
+    passage is computed alone, so its features are a pure function of its tokens: a cached, a resumed and
+    a fresh run read identical values whatever the batch composition.
+    """
+    key = (layer, tuple(ids.tolist()))
+    if key not in lm.feature_cache:
+        mask = torch.ones(1, ids.shape[0], dtype=torch.long, device=ids.device)
+        lm.feature_cache[key] = hidden_states(lm, ids[None], mask, layer)[0].to(lm.dtype)
+    return lm.feature_cache[key]
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 ``compressor.kind`` picks the head of the prefix: ``query``/``pool`` compressed slots, ``text`` the full
 context as text (the fair trained ceiling), ``truncate`` the first M context tokens as text (the trained
-truncation baseline). Every kind shares the rest of the layout and the trainable soft anchor, so the
+truncation baseline), ``select`` the M context tokens that best match the question (trained selection). Every kind shares the rest of the layout and the trainable soft anchor, so the
 comparison between them is fair. Nothing derived from a gold answer reaches a prefix (bug B6): prefixes
 are a function of context and question only.
 """
@@ -19,6 +19,7 @@ from .config import ExperimentConfig
 from .data import SquadExample
 from .layout import Segment, anchor_ids, build_prefix, text_ids
 from .lm import LM
+from .selection import kept_context_ids
 from .sources import source_vectors
 
 
@@ -54,7 +55,7 @@ class CompressionSystem(nn.Module):
                     for e in examples], None
         m = self.config.compressor.m
         return [[Segment("context-label", ids=text_ids(lm.tokenizer, "Context:")),
-                 Segment("context", ids=text_ids(lm.tokenizer, " " + e.context)[:m]),
+                 Segment("context", ids=tuple(kept_context_ids(kind, lm.tokenizer, e.context, e.question, m))),
                  Segment("context-end", ids=text_ids(lm.tokenizer, "\n"))] for e in examples], None
 
     def prefixes(self, lm: LM, examples: Sequence[SquadExample]) -> list[list[Segment]]:

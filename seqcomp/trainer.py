@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from .batches import LengthBucketSampler
 from .checkpoint import STATE_FILE, load_state, load_weights, save_state, save_weights
 from .config import ExperimentConfig, from_dict
 from .data import SquadExample
@@ -35,6 +36,7 @@ from .losses import (answer_logits, answers_for, loss_terms, scheduled_sampling_
 from .runs import atomic_write_text, environment_info, prepare_run_folder, run_lock, write_eval_run, write_json
 from .slices import Slices, load_slices
 from .system import CompressionSystem
+from .tracking import start_tracker
 
 
 class DoctorFailed(RuntimeError):
@@ -152,8 +154,9 @@ def _train(config: ExperimentConfig, out: Path, accelerator: Accelerator, lm: LM
         pretrained = json.loads((ckpt / "pretrained.json").read_text())
     optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
     generator = torch.Generator().manual_seed(config.train.seed)
-    loader = DataLoader(list(range(len(slices.train))), batch_size=config.train.batch_size, shuffle=True,
-                        generator=generator, collate_fn=list)
+    lengths = [len(e.context) + len(e.question) + len(e.answers[0]) for e in slices.train]
+    loader = DataLoader(list(range(len(slices.train))), collate_fn=list, batch_sampler=LengthBucketSampler(
+        lengths, config.train.batch_size, config.train.length_window, generator))
     total_steps = config.train.epochs * math.ceil(len(slices.train) / config.train.batch_size)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.train.warmup_frac * total_steps), total_steps)
     system, optimizer, loader, scheduler = accelerator.prepare(system, optimizer, loader, scheduler)
@@ -163,7 +166,7 @@ def _train(config: ExperimentConfig, out: Path, accelerator: Accelerator, lm: LM
     state = {"step": 0, "epoch": 0, "batch": 0, "best_select_f1": -1.0, "best_step": 0, "skipped": 0,
              "seconds": 0.0}
     epoch_start = None
-    log = _Log(out / "history.jsonl", enabled=main)
+    log = _Log(out / "history.jsonl", enabled=main, tracker=start_tracker(config, out, enabled=main))
     if resume:
         state, epoch_start = load_state(ckpt / STATE_FILE, system_module(system), optimizer, scheduler, generator)
         log.truncate_after(state["step"])
@@ -222,6 +225,7 @@ def _train(config: ExperimentConfig, out: Path, accelerator: Accelerator, lm: LM
                 save_state(ckpt / STATE_FILE, system_module(system), optimizer, scheduler, generator, epoch_start,
                            state)
     bar.close()
+    log.close()
     train_seconds = time.perf_counter() - start
     accelerator.wait_for_everyone()
     final = system_module(system)
@@ -262,10 +266,10 @@ def _write_compressed(lm: LM, system: CompressionSystem, examples: Sequence[Squa
 
 
 class _Log:
-    """history.jsonl, appended one JSON row at a time (main process only)."""
+    """history.jsonl, appended one JSON row at a time (main process only), mirrored to the tracker if any."""
 
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: Path, enabled: bool, tracker=None):
+        self.path, self.enabled, self.tracker = path, enabled, tracker
 
     def reset(self) -> None:
         if self.enabled:
@@ -284,6 +288,12 @@ class _Log:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
+            if self.tracker is not None:
+                self.tracker.log(row)
+
+    def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.finish()
 
 
 def _eval_point(lm, system, slices: Slices, config: ExperimentConfig) -> dict:
@@ -303,12 +313,17 @@ def config_from_run(run_dir: Path) -> ExperimentConfig:
     return from_dict(data["experiment"])
 
 
-def evaluate_run(run_dir: Path, n: int | None = None, out: Path | None = None, progress: bool = True) -> dict:
-    """Re-evaluate a trained run's best checkpoint on its test slice (or the first n of a larger slice)."""
+def evaluate_run(run_dir: Path, n: int | str | None = None, out: Path | None = None, progress: bool = True) -> dict:
+    """Re-evaluate a trained run's best checkpoint on its test slice (or the first n of a larger slice; ``"all"``:
+    every dev question outside the selection articles, with a progress bar and ETA)."""
     import dataclasses
+
+    from .slices import full_test_size
 
     run_dir = Path(run_dir)
     config = config_from_run(run_dir)
+    if n == "all":
+        n = full_test_size(config.data)
     if n is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, n_test=n))
     lm = load_lm(config.model.name, config.model.precision)

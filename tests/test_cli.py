@@ -46,7 +46,7 @@ def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys):
 
 def test_doctor_exit_status(capsys):
     assert main(["doctor", *TINY]) == 0
-    assert "10 passed, 0 failed" in capsys.readouterr().out
+    assert "15 passed, 0 failed" in capsys.readouterr().out
     assert main(["doctor", *TINY, "--set", "generation.max_new_tokens=1", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] is False

@@ -45,8 +45,8 @@ def test_best_is_tier1_with_the_chosen_ablation_variant():
 
 def test_seed_experiment_fails_exactly_the_checks_it_violates(tiny, examples):
     cfg = tiny_config("seed-experiment-1")
-    long_answer = dataclasses.replace(examples[4], answers=(
-        "because the king was red and the river ran to the city of 100 churches near the school",))
+    long = "because the king was red and the river ran to the city of 100 churches near the school"
+    long_answer = dataclasses.replace(examples[4], context=f"Why is the key red? {long}.", answers=(long,))
     test = (*examples[2:4], long_answer)  # an answer longer than the diagnosed 12 new tokens
     broken_slices = Slices(train=tuple(examples), select=test, test=test, source="t")
     checks = by_name(doctor.run_doctor(cfg, tiny, broken_slices))

@@ -14,8 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+# A plain shuffle (length_window=1): length-sorted batches hand the short half of each batch to one process and
+# the long half to the other, so padded shapes differ from the one-process run; the losses still agree to ~1e-7,
+# but Adam turns that float noise on near-zero gradient entries into weight differences of ~5e-5.
 ARGS = ["train", "--preset", "tiny", "--set", "data.n_train=32", "--set", "data.n_test=8", "--set", "data.n_select=4",
-        "--set", "train.batch_size=8", "--set", "train.epochs=2"]
+        "--set", "train.batch_size=8", "--set", "train.epochs=2", "--set", "train.length_window=1"]
 
 
 def _free_port() -> int:

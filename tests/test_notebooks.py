@@ -23,8 +23,8 @@ NOTEBOOKS = REPO / "notebooks"
 TINY = {"model": "tiny", "data": "synthetic:key-recall", "n_train": 16, "n_eval": 8, "n_select": 4, "m": 4,
         "epochs": 1}
 STAGES = ("0_diagnosed", "1_generation_length", "2_anchor", "3_bos", "4_tier1")
-TRAINED_03 = ("tier2", "best", "text-ceiling", "truncate-trained")
-FIGURES = {"01_diagnosis": 2, "02_tier1_fixes": 1, "03_retraining": 9}  # plotly figures each notebook shows
+TRAINED_03 = ("tier2", "best", "text-ceiling", "truncate-trained", "select-trained")
+FIGURES = {"01_diagnosis": 2, "02_tier1_fixes": 1, "03_retraining": 10}  # plotly figures each notebook shows
 _PIPELINE: dict[str, Path] = {}
 
 
@@ -135,7 +135,7 @@ def test_04_trains_every_lever_at_each_m_and_plots_f1_against_ratio(tmp_path):
     nbrun.execute(NOTEBOOKS / "04_ablations.ipynb", tmp_path, params, log_output=False)
     out = tmp_path / "04_ablations"
     rows = read_json(out / "comparison.json")
-    expected = {(v, m) for v in [*ABLATIONS, "zero-shot truncate", "trained truncate"] for m in (2, 4)}
+    expected = {(v, m) for v in [*ABLATIONS, "zero-shot truncate", "trained truncate", "zero-shot select", "trained select"] for m in (2, 4)}
     assert {(r["variant"], r["m"]) for r in rows} == expected | {("trained text", None)}
     assert all(r["n"] == TINY["n_eval"] and len(r["f1_ci"]) == 2 for r in rows)
     by = {(r["variant"], r["m"]): r for r in rows}
@@ -149,7 +149,7 @@ def test_04_trains_every_lever_at_each_m_and_plots_f1_against_ratio(tmp_path):
     figures = plotly_outputs(tmp_path / "04_ablations.ipynb")
     assert len(figures) == 1 + len(ABLATIONS)  # F1 vs ratio + collapse over training per compressor variant
     ratio = figures[0]["data"]["application/vnd.plotly.v1+json"]
-    assert {t["name"] for t in ratio["data"]} == {*ABLATIONS, "zero-shot truncate", "trained truncate"}
+    assert {t["name"] for t in ratio["data"]} == {*ABLATIONS, "zero-shot truncate", "trained truncate", "zero-shot select", "trained select"}
     assert (tmp_path / "04_ablations.html").is_file()
     # executing again reuses every finished run instead of retraining
     stamp = (pretrained / "metrics.json").stat().st_mtime_ns

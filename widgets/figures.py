@@ -22,7 +22,7 @@ from .rows import (answer_type, articles, filter_predictions, first_token_table,
 __all__ = ["answer_type", "articles", "collapse_over_training_figure", "cross_input_cosine_heatmap",
            "embedding_2d_figure", "filter_predictions", "first_token_table", "join_predictions", "load_compressed",
            "metrics_figure", "metrics_table", "nearest_tokens", "pca_2d", "rms_histogram", "run_labels",
-           "slot_cosine_heatmap", "table_html", "token_logprob_html", "training_figure"]
+           "slot_cosine_heatmap", "table_html", "token_logprob_html", "training_figure", "budget_figure"]
 
 LOSS_TERMS = ("loss_total", "loss_ce", "loss_first_token", "loss_kd", "loss_k_token")
 EVAL_TERMS = (("select_f1", "select F1"), ("select_em", "select EM"),
@@ -131,4 +131,21 @@ def ratio_figure(rows: Sequence[dict], title: str = "F1 vs compression ratio (95
                      "arrayminus": [r["f1"] - lo for (lo, _), r in zip(cis, points)]}))
     fig.update_layout(title=title, xaxis_title="compression ratio (context tokens per slot)", xaxis_type="log",
                       yaxis_title="F1 (%)", height=450)
+    return fig
+
+
+def budget_figure(rows: Sequence[dict], title: str = "F1 vs training questions (95% bootstrap CI)") -> go.Figure:
+    """F1 against the number of training questions, one line per system; ``rows`` as written by
+    ``seqcomp.notebooks.budget_rows`` (system, n_train, f1, f1_ci). Shows where a reference path saturates, so a
+    comparison at a smaller budget is not read as a result."""
+    fig = go.Figure()
+    for system in dict.fromkeys(r["system"] for r in rows):
+        points = sorted((r for r in rows if r["system"] == system), key=lambda r: r["n_train"])
+        fig.add_trace(go.Scatter(
+            x=[r["n_train"] for r in points], y=[r["f1"] for r in points], mode="lines+markers", name=system,
+            text=[f"n test = {r['n']}" for r in points],
+            error_y={"type": "data", "symmetric": False, "array": [r["f1_ci"][1] - r["f1"] for r in points],
+                     "arrayminus": [r["f1"] - r["f1_ci"][0] for r in points]}))
+    fig.update_layout(title=title, xaxis_title="training questions", xaxis_type="log", yaxis_title="F1 (%)",
+                      height=420)
     return fig
