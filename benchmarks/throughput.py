@@ -131,11 +131,12 @@ def main() -> int:
     parser.add_argument("--gen-n", type=int, default=32, help="questions generated per system and mode")
     parser.add_argument("--gen-batch-size", type=int, default=32)
     parser.add_argument("--peak-size", type=int, default=2048)
+    parser.add_argument("--only", choices=["training", "generation"], help="run one half of the benchmark")
     parser.add_argument("--out", default="benchmarks/results/throughput-cpu.json")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    peak = {name: round(matmul_peak(device, dtype, args.peak_size, 10), 1)
+    peak = {name: round(matmul_peak(device, dtype, args.peak_size, 30), 1)
             for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
     print(f"matmul peak GFLOP/s: {peak}", flush=True)
     lm = load_lm(args.model, args.precision, device=str(device))
@@ -145,7 +146,7 @@ def main() -> int:
     result = {"device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
               "precision": args.precision, "model": args.model, "matmul_peak_gflop_per_s": peak,
               "training": {}, "generation": {}}
-    for kind in args.systems:
+    for kind in ([] if args.only == "generation" else args.systems):
         config = apply_overrides(get_preset(SYSTEMS[kind]), {"model.precision": args.precision})
         rows = []
         for bs in args.batch_sizes:
@@ -154,7 +155,7 @@ def main() -> int:
             rows.append(row)
             print(f"train {kind:9s} {json.dumps(row)}", flush=True)
         result["training"][kind] = rows
-    for kind in ("text", "pool"):  # a text prefix and a compressed prefix
+    for kind in ([] if args.only == "training" else ["text", "pool"]):  # a text prefix and a compressed prefix
         config = apply_overrides(get_preset(SYSTEMS[kind]), {"model.precision": args.precision})
         batched = bench_generation(lm, config, dev_examples, args.gen_batch_size, device)
         single = bench_generation(lm, config, dev_examples, 1, device)

@@ -17,7 +17,6 @@ if [ "$queue" = budget ] || [ "$queue" = all ]; then
   base truncate 32; base select 32
   train truncate-trained 2000 truncate-2000; train select-trained 2000 select-2000
   for n in 200 500 1000; do train truncate-trained $n truncate-$n; train select-trained $n select-$n; done
-  train best 2000 best-2000; train best 2000 best-2000-nobos --set layout.bos=false
   for n in 5000; do train truncate-trained $n truncate-$n; train select-trained $n select-$n; done
 fi
 if [ "$queue" = text ] || [ "$queue" = all ]; then

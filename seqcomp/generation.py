@@ -15,7 +15,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .layout import LMInput
-from .lm import LM
+from .lm import LM, inference_attention
 from .metrics import clean_answer
 
 
@@ -75,10 +75,13 @@ def generate(lm: LM, batch: LMInput | None = None, *, input_ids: torch.Tensor | 
     """Greedy-decode one batch from embeddings (``batch``) or left-padded ``input_ids``."""
     stops = stop_ids(lm, end_of_answer_ids)
     recorder = _StepRecorder()
+    # the last column as an index tensor: a contiguous [B, 1, D] block for the output head at prefill (see
+    # seqcomp.losses.last_positions), where the default int 1 costs a [B, D, V] copy of the head on the CPU
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
                   pad_token_id=lm.pad_id, logits_processor=LogitsProcessorList([recorder]),
+                  logits_to_keep=torch.tensor([-1], device=lm.device),
                   temperature=None, top_p=None, top_k=None)
-    with lm.autocast():
+    with lm.autocast(), inference_attention(lm):
         if batch is not None:
             new = lm.model.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
         else:
