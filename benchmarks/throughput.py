@@ -153,8 +153,9 @@ def main() -> int:
             row = bench_training(lm, config, train_examples, bs, args.steps, device)
             row["ratio_to_peak"] = round(row["gflop_per_s"] / reference, 3)
             rows.append(row)
+            result["training"][kind] = rows
+            _write(args.out, result)  # after every row, so a run cut short keeps what it measured
             print(f"train {kind:9s} {json.dumps(row)}", flush=True)
-        result["training"][kind] = rows
     for kind in ([] if args.only == "training" else ["text", "pool"]):  # a text prefix and a compressed prefix
         config = apply_overrides(get_preset(SYSTEMS[kind]), {"model.precision": args.precision})
         batched = bench_generation(lm, config, dev_examples, args.gen_batch_size, device)
@@ -164,12 +165,16 @@ def main() -> int:
                "identical_predictions": batched["token_ids"] == single["token_ids"],
                "full_dev_minutes_batched": round(10_570 / batched["questions_per_s"] / 60, 1)}
         result["generation"][kind] = row
+        _write(args.out, result)
         print(f"generate {kind:6s} {json.dumps(row)}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _write(path: str, result: dict) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _drop_ids(row: dict) -> dict:

@@ -77,7 +77,9 @@ class LayoutConfig:
 
 @dataclass(frozen=True)
 class CompressorConfig:
-    kind: str = "pool"  # query | pool | text (full context) | truncate (first m tokens) | select (m tokens matching the question)
+    # query | pool | encoder (a trained copy of the LM's first layers) | text (full context) | truncate (first m
+    # tokens) | select (m tokens matching the question)
+    kind: str = "pool"
     m: int = 32  # compressed slots (or kept tokens for truncate)
     source: str = "hidden"  # what is compressed: "embeddings" (token embeddings) or "hidden" states
     source_layer: int = 6  # hidden-state layer when source == "hidden"
@@ -86,15 +88,20 @@ class CompressorConfig:
     position_scale: str = "embedding"  # "embedding" (fix B3) or "unit" (diagnosed amplitude-1 positions)
     width: int = 1024  # MLP width
     heads: int = 4  # cross-attention heads (query)
+    encoder_layers: int = 6  # encoder: how many of the frozen LM's first decoder layers are copied and trained
+    bidirectional: bool = False  # encoder: every source token attends to every other (no causal mask)
 
     def __post_init__(self) -> None:
-        kinds = ("query", "pool", "text", "truncate", "select")
+        kinds = ("query", "pool", "encoder", "text", "truncate", "select")
         _check(self.kind in kinds, "compressor.kind", f"'{self.kind}' is not one of {', '.join(kinds)}")
         _check(self.m > 0, "compressor.m", f"must be > 0 (number of compressed slots), got {self.m}")
         _check(self.source in ("embeddings", "hidden"), "compressor.source", "must be 'embeddings' or 'hidden'")
         _check(self.source_layer >= 0, "compressor.source_layer", "must be >= 0")
         _check(self.position_scale in ("embedding", "unit"), "compressor.position_scale", "must be embedding|unit")
         _check(self.width > 0 and self.heads > 0, "compressor.width/heads", "must be > 0")
+        _check(self.encoder_layers > 0, "compressor.encoder_layers", f"must be > 0, got {self.encoder_layers}")
+        _check(not self.bidirectional or self.kind == "encoder", "compressor.bidirectional",
+               f"only the encoder kind has attention to make bidirectional, not '{self.kind}'")
 
 
 @dataclass(frozen=True)
@@ -105,13 +112,14 @@ class LossConfig:
     k_weight: float = 0.0  # extra CE on the first K answer tokens
     kd_weight: float = 0.0  # forward KL(teacher || student) on the first K answer tokens
     kd_tau: float = 1.0
+    dense_kd_weight: float = 0.0  # KL(teacher || student) at every token after the head (BOS, question, anchor, answer)
     uniformity_weight: float = 0.0  # anti-collapse across inputs: uniformity of the mean-pooled slot sequences
     slot_diversity_weight: float = 0.0  # anti-collapse within a sequence: squared cosine between its slots
     scheduled_sampling: float = 0.0  # p_max: answer inputs replaced by the model's own greedy tokens, ramped 0 -> p_max
 
     def __post_init__(self) -> None:
-        for name in ("ce_weight", "first_token_weight", "k_weight", "kd_weight", "uniformity_weight",
-                     "slot_diversity_weight"):
+        for name in ("ce_weight", "first_token_weight", "k_weight", "kd_weight", "dense_kd_weight",
+                     "uniformity_weight", "slot_diversity_weight"):
             _check(getattr(self, name) >= 0, f"loss.{name}", "must be >= 0")
         _check(0 <= self.scheduled_sampling <= 1, "loss.scheduled_sampling", "must be a probability in [0, 1]")
         _check(self.k_tokens > 0, "loss.k_tokens", "must be > 0")

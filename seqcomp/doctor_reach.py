@@ -25,7 +25,7 @@ from .slices import Slices
 from .sources import source_ids
 from .system import CompressionSystem
 
-COMPRESSED_KINDS = ("query", "pool")  # M vectors from the source window the compressor reads
+COMPRESSED_KINDS = ("query", "pool", "encoder")  # M vectors from the source window the compressor reads
 FULL_TEXT_KINDS = ("text",)  # the whole passage as text
 # M passage tokens as text, the baselines at the budget; a kind whose prefix holds them as token ids belongs here
 BUDGET_TEXT_KINDS = ("truncate", "select")
@@ -223,10 +223,10 @@ def input_lengths(config: ExperimentConfig, lm: LM, system: CompressionSystem,
     slots = cc.m if cc.kind in COMPRESSED_KINDS else 0
     prefix = max(slots + sum(len(s) for s in p) for p in prefixes_without_slots(config, lm, system, examples))
     source = 0
-    if cc.kind in COMPRESSED_KINDS and cc.source == "hidden":
+    if cc.kind == "encoder" or (cc.kind in COMPRESSED_KINDS and cc.source == "hidden"):  # rows through LM layers
         source = int(source_ids(lm, examples, cc, config.data.max_source_tokens)[1].sum(-1).max())
     teacher = 0
-    if config.loss.kd_weight > 0:
+    if config.loss.kd_weight > 0 or config.loss.dense_kd_weight > 0:
         teacher = max(sum(len(s) for s in p) for p in system.teacher_prefixes(lm, examples))
         teacher += config.data.max_answer_tokens + 1
     return {"generation input": prefix + extra, "source rows": source, "KD teacher input": teacher}

@@ -67,6 +67,9 @@ def _what_it_is(config: ExperimentConfig) -> str:
                  f"become {cc.m} vectors)",
         "pool": f"a pooling compressor (the {read}'s {source} are averaged into {cc.m} slots and refined by a "
                 f"residual MLP)",
+        "encoder": f"a trained copy of the frozen LM's embeddings and first {cc.encoder_layers} layers "
+                   f"({'bidirectional' if cc.bidirectional else 'causal'}) reading the {read}, its last states "
+                   f"averaged into {cc.m} slots and projected by a residual MLP",
         "text": "no compressor (the full passage as text: the trained text-path ceiling)",
         "truncate": f"no compressor (the first {cc.m} passage tokens as text: the trained truncation baseline)",
         "select": f"no compressor (the {cc.m} passage tokens that best match the question, as text: the trained "
@@ -119,7 +122,7 @@ def _budget(config: ExperimentConfig, metrics: dict, history: list[dict]) -> str
     return "\n".join(lines)
 
 
-HEADS = {"query": "the {m} compressed slots", "pool": "the {m} compressed slots",
+HEADS = {"query": "the {m} compressed slots", "pool": "the {m} compressed slots", "encoder": "the {m} compressed slots",
          "text": "'Context: <passage>\\n' as text", "truncate": "'Context:', the first {m} passage tokens, '\\n'",
          "select": "'Context:', the {m} passage tokens that best match the question, '\\n'"}
 
@@ -139,7 +142,7 @@ def _layout(config: ExperimentConfig) -> str:
 
 
 def _trained_parts(config: ExperimentConfig) -> str:
-    parts = ["the compressor"] if config.compressor.kind in ("query", "pool") else []
+    parts = ["the compressor"] if config.compressor.kind in ("query", "pool", "encoder") else []
     if config.layout.anchor and config.layout.train_anchor:
         parts.append("the answer anchor (a soft prompt)")
     return " and ".join(parts) or "nothing"

@@ -4,6 +4,8 @@ All terms come from ONE forward pass of the student: the logits at the positions
 tokens (``LMInput.answer_logit_positions``). Targets are read from the unshifted labels one column to the
 right of each such position, which is exactly the shift Hugging Face applies inside its own LM loss; a
 test and the setup doctor check that ``answer_ce`` on a text prefix equals the model's own loss (bug B1).
+Dense KD reads the same forward's logits at every token after the head (BOS, question, anchor, answer):
+rows end at the last column, so those tokens sit in the same columns for the student and the teacher.
 """
 
 from __future__ import annotations
@@ -25,29 +27,53 @@ from .lm import LM
 class AnswerLogits:
     logits: torch.Tensor  # [B, A, V] logits predicting answer token j of each row
     targets: torch.Tensor  # [B, A] answer token ids (IGNORE where the row's answer is shorter)
+    tail: torch.Tensor | None = None  # [B, T, V] logits of the last T columns (dense KD only), T = max(tail_lengths)
+    tail_lengths: list[int] | None = None  # tokens after each row's head: its valid right end of ``tail``
 
     @property
     def valid(self) -> torch.Tensor:
         return self.targets != IGNORE
 
 
-def answer_logits(lm: LM, batch: LMInput) -> AnswerLogits:
-    """Forward once, keeping only the logits of the last ``max answer + 1`` columns (cheap on big vocabularies)."""
+def answer_logits(lm: LM, batch: LMInput, dense: bool = False) -> AnswerLogits:
+    """Forward once, keeping only the logits of the last ``max answer + 1`` columns (cheap on big vocabularies),
+    or with ``dense`` those of every token after the head as well (``tail``)."""
     if batch.labels is None:
         raise ValueError("answer_logits needs a batch built with answers")
     a = max(batch.answer_lengths)
+    tails = post_head_lengths(batch) if dense else None
+    keep = max(a + 1, *tails) if dense else a + 1
     with lm.autocast():
         out = lm.model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                       position_ids=batch.position_ids, logits_to_keep=last_positions(batch.width, a + 1),
+                       position_ids=batch.position_ids, logits_to_keep=last_positions(batch.width, keep),
                        use_cache=False)
     positions = batch.answer_logit_positions(a)  # [B, A], -1 where absent
-    offset = batch.width - (a + 1)
+    offset = batch.width - keep
     kept = (positions - offset).clamp(min=0).to(out.logits.device)
     logits = torch.gather(out.logits, 1, kept[:, :, None].expand(-1, -1, out.logits.shape[-1]))
     target_cols = (positions + 1).clamp(min=0, max=batch.width - 1).to(batch.labels.device)
     targets = torch.gather(batch.labels, 1, target_cols)
     targets = torch.where(positions.to(targets.device) >= 0, targets, torch.full_like(targets, IGNORE))
-    return AnswerLogits(logits=logits.float(), targets=targets)
+    tail = out.logits[:, keep - max(tails):].float() if dense else None
+    return AnswerLogits(logits=logits.float(), targets=targets, tail=tail, tail_lengths=tails)
+
+
+# the segments build_prefix puts after the head, then the answer build_lm_input appends: the same tokens in
+# the student and in the full-text teacher (a trained anchor differs in vectors, not in length)
+POST_HEAD = ("bos", "question", "anchor", "answer")
+
+
+def post_head_lengths(batch: LMInput) -> list[int]:
+    """Per row, how many of its last columns hold post-head tokens (its trailing POST_HEAD segments)."""
+    out = []
+    for segments in batch.segments:
+        n = 0
+        for name, length in reversed(segments):
+            if name not in POST_HEAD:
+                break
+            n += length
+        out.append(n)
+    return out
 
 
 def last_positions(width: int, k: int, device=None) -> torch.Tensor:
@@ -73,9 +99,28 @@ def answer_ce(al: AnswerLogits, first_k: int | None = None) -> torch.Tensor:
 
 def kd_loss(student: AnswerLogits, teacher_logits: torch.Tensor, k: int, tau: float) -> torch.Tensor:
     """Forward KL(teacher || student) at temperature tau on the first k answer tokens, times tau^2."""
-    s = student.logits[:, :k] / tau
-    t = teacher_logits[:, :k].float() / tau
-    valid = student.valid[:, :k].float()
+    return _masked_kl(teacher_logits[:, :k], student.logits[:, :k], student.valid[:, :k].float(), tau)
+
+
+def dense_kd_loss(student: AnswerLogits, teacher: AnswerLogits, tau: float) -> torch.Tensor:
+    """Forward KL(teacher || student) at every post-head token (question, anchor and answer positions): far
+    more signal per question than the first K answer tokens. Token mean per row, then row mean, times tau^2."""
+    if student.tail is None or teacher.tail is None:
+        raise ValueError("dense_kd_loss needs student and teacher logits computed with answer_logits(dense=True)")
+    if student.tail_lengths != teacher.tail_lengths:
+        raise ValueError(f"student and teacher differ after the head ({student.tail_lengths} vs "
+                         f"{teacher.tail_lengths} tokens): they must share the layout's BOS, question, anchor, answer")
+    width = student.tail.shape[1]
+    cols = torch.arange(width, device=student.tail.device)
+    lengths = torch.tensor(student.tail_lengths, device=cols.device)
+    valid = (cols[None, :] >= width - lengths[:, None]).float()  # [B, T]: the row's own post-head columns
+    return _masked_kl(teacher.tail, student.tail, valid, tau)
+
+
+def _masked_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, valid: torch.Tensor,
+               tau: float) -> torch.Tensor:
+    s = student_logits / tau
+    t = teacher_logits.float() / tau
     kl = (F.softmax(t, -1) * (F.log_softmax(t, -1) - F.log_softmax(s, -1))).sum(-1)
     return ((kl * valid).sum(-1) / valid.sum(-1).clamp(min=1)).mean() * tau * tau
 
@@ -126,20 +171,21 @@ def answers_for(lm: LM, config: ExperimentConfig, examples: Sequence[SquadExampl
 
 
 @torch.no_grad()
-def teacher_answer_logits(lm: LM, teacher_prefixes: Sequence[Sequence[Segment]],
-                          answers: Sequence[Sequence[int]], k: int) -> torch.Tensor:
-    """The frozen LM reading the full text, at the same answer positions (aligned by the right edge)."""
-    batch = build_lm_input(lm.embed, teacher_prefixes, answers, pad_id=lm.pad_id)
-    return answer_logits(lm, batch).logits[:, :k]
+def teacher_logits(lm: LM, teacher_prefixes: Sequence[Sequence[Segment]], answers: Sequence[Sequence[int]],
+                   dense: bool = False) -> AnswerLogits:
+    """The frozen LM reading the full text, at the same answer (and, dense, post-head) positions, aligned by the
+    right edge."""
+    return answer_logits(lm, build_lm_input(lm.embed, teacher_prefixes, answers, pad_id=lm.pad_id), dense)
 
 
 def combine(parts: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
     weights = {"ce": cfg.ce_weight, "first_token": cfg.first_token_weight, "k_token": cfg.k_weight,
-               "kd": cfg.kd_weight, "uniformity": cfg.uniformity_weight, "slot_diversity": cfg.slot_diversity_weight}
+               "kd": cfg.kd_weight, "dense_kd": cfg.dense_kd_weight, "uniformity": cfg.uniformity_weight,
+               "slot_diversity": cfg.slot_diversity_weight}
     return sum(weights[name] * value for name, value in parts.items() if weights.get(name, 0) > 0)
 
 
-def loss_terms(al: AnswerLogits, cfg: LossConfig, teacher_logits: torch.Tensor | None,
+def loss_terms(al: AnswerLogits, cfg: LossConfig, teacher: AnswerLogits | None,
                slots: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Each term separately (for logging); only weighted terms enter the total."""
     parts = {"ce": answer_ce(al), "first_token": answer_ce(al, 1)}
@@ -152,9 +198,11 @@ def loss_terms(al: AnswerLogits, cfg: LossConfig, teacher_logits: torch.Tensor |
         parts["slot_diversity"] = slot_diversity_loss(slots)
     if cfg.k_weight > 0:
         parts["k_token"] = answer_ce(al, cfg.k_tokens)
+    if (cfg.kd_weight > 0 or cfg.dense_kd_weight > 0) and teacher is None:
+        raise ValueError("loss.kd_weight/dense_kd_weight > 0 needs teacher logits")
     if cfg.kd_weight > 0:
-        if teacher_logits is None:
-            raise ValueError("loss.kd_weight > 0 needs teacher logits")
-        parts["kd"] = kd_loss(al, teacher_logits, cfg.k_tokens, cfg.kd_tau)
+        parts["kd"] = kd_loss(al, teacher.logits, cfg.k_tokens, cfg.kd_tau)
+    if cfg.dense_kd_weight > 0:
+        parts["dense_kd"] = dense_kd_loss(al, teacher, cfg.kd_tau)
     parts["total"] = combine(parts, cfg)
     return parts

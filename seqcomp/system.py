@@ -1,6 +1,6 @@
 """A trainable system: what turns examples into one-layout prefixes for the frozen LM.
 
-``compressor.kind`` picks the head of the prefix: ``query``/``pool`` compressed slots, ``text`` the full
+``compressor.kind`` picks the head of the prefix: ``query``/``pool``/``encoder`` compressed slots, ``text`` the full
 context as text (the fair trained ceiling), ``truncate`` the first M context tokens as text (the trained
 truncation baseline), ``select`` the M context tokens that best match the question (trained selection). Every kind shares the rest of the layout and the trainable soft anchor, so the
 comparison between them is fair. Nothing derived from a gold answer reaches a prefix (bug B6): prefixes
@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from .compressor import Compressor
-from .config import ExperimentConfig
+from .config import CompressorConfig, ExperimentConfig
 from .data import SquadExample
+from .encoder import EncoderCompressor
 from .layout import Segment, anchor_ids, build_prefix, text_ids
 from .lm import LM
 from .selection import kept_context_ids
-from .sources import source_vectors
+from .sources import source_ids, source_vectors
 
 
 class CompressionSystem(nn.Module):
@@ -28,7 +29,7 @@ class CompressionSystem(nn.Module):
         super().__init__()
         self.config = config
         cc = config.compressor
-        self.compressor = Compressor(cc, lm.hidden_size, lm.embedding_rms) if cc.kind in ("query", "pool") else None
+        self.compressor = _compressor(cc, lm)
         ids = anchor_ids(lm.tokenizer, config.layout)
         self.soft_anchor = None
         if ids and config.layout.train_anchor:
@@ -40,14 +41,18 @@ class CompressionSystem(nn.Module):
         """Compressed slots [B, M, D] (fp32) for the examples' contexts."""
         if self.compressor is None:
             raise ValueError(f"compressor.kind '{self.config.compressor.kind}' has no compressed slots")
-        src = source_vectors(lm, examples, self.config.compressor, self.config.data.max_source_tokens)
+        cc, window = self.config.compressor, self.config.data.max_source_tokens
+        if cc.kind == "encoder":  # trained on tokens, so nothing can come from the frozen feature cache
+            ids, mask, self.last_n_truncated = source_ids(lm, examples, cc, window)
+            return self.compressor(ids, mask, lm.autocast())
+        src = source_vectors(lm, examples, cc, window)
         self.last_n_truncated = src.n_truncated
         return self.compressor(src.vectors, src.mask)
 
     def heads(self, lm: LM, examples: Sequence[SquadExample]) -> tuple[list[list[Segment]], torch.Tensor | None]:
         """The head of each prefix, and the compressed slots [B, M, D] it holds (None for text systems)."""
         kind = self.config.compressor.kind
-        if kind in ("query", "pool"):
+        if self.compressor is not None:
             slots = self.compress(lm, examples)
             return [[Segment("compressed", vectors=slots[i])] for i in range(len(examples))], slots
         if kind == "text":
@@ -77,3 +82,10 @@ class CompressionSystem(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def _compressor(cc: CompressorConfig, lm: LM) -> nn.Module | None:
+    """The trainable compressor of a compressing kind (None for the text kinds)."""
+    if cc.kind == "encoder":
+        return EncoderCompressor(cc, lm)
+    return Compressor(cc, lm.hidden_size, lm.embedding_rms) if cc.kind in ("query", "pool") else None

@@ -31,8 +31,7 @@ from .evaluate import predict, score
 from .layout import build_lm_input
 from .lm import LM, load_lm
 from .pretrain import pretrain
-from .losses import (answer_logits, answers_for, loss_terms, scheduled_sampling_input,
-                     teacher_answer_logits)
+from .losses import answer_logits, answers_for, loss_terms, scheduled_sampling_input, teacher_logits
 from .runs import atomic_write_text, environment_info, prepare_run_folder, run_lock, write_eval_run, write_json
 from .slices import Slices, load_slices
 from .system import CompressionSystem
@@ -62,11 +61,10 @@ def step_losses(lm: LM, system: CompressionSystem, examples: Sequence[SquadExamp
     batch = build_lm_input(lm.embed, prefixes, answers, pad_id=lm.pad_id)
     if config.loss.scheduled_sampling > 0:
         batch = scheduled_sampling_input(lm, batch, prefixes, answers, config.loss.scheduled_sampling * progress)
-    teacher = None
-    if config.loss.kd_weight > 0:
-        teacher = teacher_answer_logits(lm, system_module(system).teacher_prefixes(lm, examples), answers,
-                                        config.loss.k_tokens)
-    return loss_terms(answer_logits(lm, batch), config.loss, teacher, slots)
+    teacher, dense = None, config.loss.dense_kd_weight > 0
+    if config.loss.kd_weight > 0 or dense:
+        teacher = teacher_logits(lm, system_module(system).teacher_prefixes(lm, examples), answers, dense)
+    return loss_terms(answer_logits(lm, batch, dense), config.loss, teacher, slots)
 
 
 def system_module(system) -> CompressionSystem:

@@ -69,3 +69,28 @@ def test_train_then_eval_and_baseline(tmp_path, capsys):
     assert json.loads((tmp_path / "none" / "metrics.json").read_text())["n"] == 2
     assert main(["baseline", "truncate", *TINY, "--n", "4", "--out", str(tmp_path / "t")]) == 2  # needs --budget
     assert "--budget" in capsys.readouterr().err
+
+
+def test_eval_n_accepts_a_count_or_all(capsys):
+    parser = build_parser()
+    assert parser.parse_args(["eval", "runs/x", "--n", "all"]).n == "all"
+    assert parser.parse_args(["eval", "runs/x", "--n", "12"]).n == 12
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "runs/x", "--n", "some"])
+    assert "positive number of questions or 'all'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_full_test_size_is_the_dev_test_pool():
+    from seqcomp.config import DataConfig
+    from seqcomp.slices import eval_slices, full_test_size
+
+    from conftest import SHARED_SQUAD, real_squad_available
+
+    if not real_squad_available():
+        pytest.skip("real SQuAD dev is not beside the checkout")
+    data = DataConfig(source=str(SHARED_SQUAD), n_select=100)
+    n = full_test_size(data)
+    assert 8000 < n < 10_570  # every dev question outside the selection articles (20% of the questions)
+    _, test, _ = eval_slices(DataConfig(source=str(SHARED_SQUAD), n_select=100, n_test=n))
+    assert len({e.id for e in test}) == n
