@@ -311,6 +311,31 @@ def budget_rows(root: Path) -> list[dict]:
     return rows
 
 
+# Training questions below which the trained reference paths are still climbing steeply on SmolLM2-135M (budget
+# curves in docs/results.md): comparisons below it mostly measure noise; and test questions below which CIs are wide.
+FAIR_TRAIN_BUDGET = 2000
+FAIR_TEST_QUESTIONS = 1000
+
+
+def budget_note(n_train: int, n_eval: int) -> str:
+    """What a reader of a summary must know before comparing its rows."""
+    notes = []
+    if n_train < FAIR_TRAIN_BUDGET:
+        notes.append(f"**Training budget {n_train} questions per system is below {FAIR_TRAIN_BUDGET:,}**, where the trained "
+                     "reference paths are still far from their plateau (docs/results.md, budget curves): differences "
+                     "of a few F1 between systems here are not results.")
+    if n_eval < FAIR_TEST_QUESTIONS:
+        notes.append(f"**{n_eval} test questions**: 95% CIs are about +-{_ci_half_width(n_eval):.0f} F1 wide at this n; "
+                     f"claim a difference only at >= {FAIR_TEST_QUESTIONS:,} questions with CIs apart.")
+    return "\n".join(notes) or (f"Budget: {n_train:,} training and {n_eval:,} test questions per system (at or above "
+                                 "the budget the reference paths need; docs/results.md).")
+
+
+def _ci_half_width(n: int) -> float:
+    """A typical 95% CI half-width of SQuAD F1 here: ~4.5 F1 at n = 100, measured; shrinks as 1/sqrt(n)."""
+    return 4.5 * (100 / n) ** 0.5
+
+
 def run_pipeline(out: Path, parameters: dict[str, Any], no_input: bool = False) -> dict:
     """01 -> 02 -> 03 with shared parameters and ``out_dir=out``; writes ``summary.md`` and ``summary.json``."""
     out = Path(out).resolve()
@@ -325,10 +350,13 @@ def run_pipeline(out: Path, parameters: dict[str, Any], no_input: bool = False) 
         timings.append(execute(path, out, parameters, no_input))
     summary = {"parameters": parameters, "notebooks": timings, "total_seconds": round(time.perf_counter() - start, 1),
                "runs": collect_metrics(out)}
+    effective = {**notebook_parameters(paths[0]), **parameters}
+    summary["budget_note"] = budget_note(int(effective["n_train"]), int(effective["n_eval"]))
     write_json(out / "summary.json", summary)
     times = "\n".join(f"| {t['notebook']} | {t['seconds']} | {Path(t['html']).name} |" for t in timings)
     atomic_write_text(out / "summary.md", (
-        f"# seqcomp pipeline\n\nparameters: `{json.dumps(parameters)}`\n\n{baseline_table(summary['runs'])}\n\n"
+        f"# seqcomp pipeline\n\nparameters: `{json.dumps(parameters)}`\n\n{summary['budget_note']}\n\n"
+        f"{baseline_table(summary['runs'])}\n\n"
         f"| notebook | seconds | HTML |\n|---|---|---|\n{times}\n\ntotal: {summary['total_seconds']} s\n"))
     return summary
 

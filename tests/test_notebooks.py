@@ -70,6 +70,8 @@ def test_pipeline_writes_summary_html_and_every_run(pipeline_dir):
     table = (pipeline_dir / "summary.md").read_text()
     assert all(f"| {name} | 8 |" in table for name in expected)
     assert "| 03_retraining.ipynb |" in table
+    assert f"Training budget {TINY['n_train']} questions per system is below 2,000" in table  # no noise read as result
+    assert summary["budget_note"] in table and "8 test questions" in table
     for stem, n_figures in FIGURES.items():
         assert not [o for o in cell_outputs(pipeline_dir / f"{stem}.ipynb") if o["output_type"] == "error"]
         assert len(plotly_outputs(pipeline_dir / f"{stem}.ipynb")) == n_figures, stem
