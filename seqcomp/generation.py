@@ -15,7 +15,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .layout import LMInput
-from .lm import LM, inference_attention
+from .lm import LM, attention
 from .metrics import clean_answer
 
 
@@ -81,7 +81,7 @@ def generate(lm: LM, batch: LMInput | None = None, *, input_ids: torch.Tensor | 
                   pad_token_id=lm.pad_id, logits_processor=LogitsProcessorList([recorder]),
                   logits_to_keep=torch.tensor([-1], device=lm.device),
                   temperature=None, top_p=None, top_k=None)
-    with lm.autocast(), inference_attention(lm):
+    with lm.autocast(), attention(lm, training=False):
         if batch is not None:
             new = lm.model.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
         else:

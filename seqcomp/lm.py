@@ -90,24 +90,27 @@ def load_lm(name: str = DEFAULT_MODEL, precision: str = "fp32", device: str | No
     lm.precision = precision
     freeze(lm.model)
     lm.model.to(device=device, dtype=compute_dtype(precision))
-    lm.model.set_attn_implementation(attention_for(lm.device, training=True))
     return lm
 
 
-def attention_for(device: torch.device, training: bool) -> str:
-    """SDPA, except for training on the CPU: plain matmul attention there. Measured on 2 CPU cores (bf16, SmolLM2):
-    a training step at batch 8 of ~60 tokens took 1.4 s with eager attention and 2.0 s with SDPA, whose CPU
-    flash-attention backward alone cost ~16 ms per layer at such small shapes; but prefilling 16 passages of ~370
-    tokens for generation spent ~5 s in eager attention's fp32 softmax over materialised [B, H, L, L] scores, which
-    SDPA's fused kernel avoids (benchmarks/throughput.py)."""
-    return "eager" if training and device.type == "cpu" else "sdpa"
+EAGER_MAX_WIDTH = 256  # longest training input (tokens) that uses plain matmul attention on the CPU
+
+
+def attention_for(device: torch.device, training: bool, width: int = 0) -> str:
+    """SDPA, except for training on short inputs on the CPU: plain matmul attention there. Measured on 2 CPU cores
+    (bf16, SmolLM2): a training step at batch 8 of ~60 tokens took 1.4 s with eager attention and 2.0 s with SDPA,
+    whose CPU flash-attention backward alone cost ~16 ms per layer at such small shapes. But eager attention keeps
+    [B, H, L, L] fp32 scores per layer for the backward (batch 8 of 800-token passages: over 10 GB, which got a
+    text-path run OOM-killed), and prefilling 16 passages of ~370 tokens for generation spent ~5 s in its softmax,
+    which SDPA's fused kernel avoids (benchmarks/throughput.py)."""
+    return "eager" if training and device.type == "cpu" and width <= EAGER_MAX_WIDTH else "sdpa"
 
 
 @contextlib.contextmanager
-def inference_attention(lm: LM):
-    """The attention kernel generation should use (see ``attention_for``), restored afterwards."""
+def attention(lm: LM, training: bool, width: int = 0):
+    """Run the frozen LM with the attention kernel ``attention_for`` picks, restored afterwards."""
     saved = lm.model.config._attn_implementation
-    lm.model.set_attn_implementation(attention_for(lm.device, training=False))
+    lm.model.set_attn_implementation(attention_for(lm.device, training, width))
     try:
         yield
     finally:

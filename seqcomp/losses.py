@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .config import ExperimentConfig, LossConfig
 from .data import SquadExample
 from .layout import IGNORE, LMInput, Segment, answer_ids, build_lm_input
-from .lm import LM
+from .lm import LM, attention
 
 
 @dataclass
@@ -43,7 +43,7 @@ def answer_logits(lm: LM, batch: LMInput, dense: bool = False) -> AnswerLogits:
     a = max(batch.answer_lengths)
     tails = post_head_lengths(batch) if dense else None
     keep = max(a + 1, *tails) if dense else a + 1
-    with lm.autocast():
+    with lm.autocast(), attention(lm, training=torch.is_grad_enabled(), width=batch.width):
         out = lm.model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
                        position_ids=batch.position_ids, logits_to_keep=last_positions(batch.width, keep),
                        use_cache=False)
