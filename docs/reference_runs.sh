@@ -16,15 +16,16 @@ train() {  # train PRESET N_TRAIN NAME [--set ...]
 if [ "$queue" = budget ] || [ "$queue" = all ]; then
   base truncate 32; base select 32
   train truncate-trained 2000 truncate-2000; train select-trained 2000 select-2000
-  for n in 200 500; do train truncate-trained $n truncate-$n; train select-trained $n select-$n; done
+  for n in 200 500 1000; do train truncate-trained $n truncate-$n; train select-trained $n select-$n; done
   train truncate-trained 2000 truncate-2000-nobos --set layout.bos=false
-  for n in 1000 5000; do train truncate-trained $n truncate-$n; train select-trained $n select-$n; done
+  for n in 5000; do train select-trained $n select-$n; train truncate-trained $n truncate-$n; done
 fi
 if [ "$queue" = bos ] || [ "$queue" = all ]; then
   train text-ceiling 2000 text-2000-nobos --set layout.bos=false
 fi
 if [ "$queue" = text ] || [ "$queue" = all ]; then
   train text-ceiling 2000 text-2000
+  for n in 200 500; do train text-ceiling $n text-$n; done
   base text
-  for n in 200 500 1000 5000; do train text-ceiling $n text-$n; done
+  for n in 1000 5000; do train text-ceiling $n text-$n; done
 fi

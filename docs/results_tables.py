@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from seqcomp.notebooks import budget_rows, check_same_questions
+from seqcomp.experiments import budget_rows, check_same_questions
 from seqcomp.runs import load_run
 
 REFERENCE = [  # (row label, run folder)

@@ -19,42 +19,34 @@ Example (after ``seqcomp train --preset tiny --out runs/tiny``; a real run works
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from .checkpoint import load_weights
-from .config import ExperimentConfig, from_dict
+from .config import ExperimentConfig
 from .data import SquadExample
 from .evaluate import predict
 from .lm import LM, load_lm
 from .metrics import Summary
-from .runs import RunFolderError
+from .runs import RunFolder, RunFolderError
 from .system import CompressionSystem
 
-WEIGHTS = "checkpoints/best.safetensors"  # the checkpoint a run's metrics are for (an export keeps the name)
-REQUIRED = ("config.json", WEIGHTS)
+CHECKPOINT = "best"  # the checkpoint a run's metrics are for (an export keeps it under the same name)
 
 
 def trained_config(path: str | Path) -> ExperimentConfig:
     """The config of the trained run or export at ``path``. ``load``, ``seqcomp eval`` and ``seqcomp export`` share
     this check, so a wrong folder gets one line naming the folder and what it lacks, not a bare 'No such file'."""
-    path = Path(path)
+    folder = RunFolder(path)
     hint = "give a folder written by `seqcomp train --out` or `seqcomp export`"
-    if not path.is_dir():
-        raise RunFolderError(f"{path} {'is not a folder' if path.exists() else 'does not exist'}; {hint}")
-    missing = [name for name in REQUIRED if not (path / name).is_file()]
+    if not folder.path.is_dir():
+        raise RunFolderError(f"{folder.path} {'is not a folder' if folder.path.exists() else 'does not exist'}; {hint}")
+    missing = [folder.relative(p) for p in (folder.config_path, folder.weights_path(CHECKPOINT)) if not p.is_file()]
     if missing:
-        raise RunFolderError(f"{path} is not a trained seqcomp run: {' and '.join(missing)} missing; {hint}")
-    try:
-        data = json.loads((path / "config.json").read_text())
-    except json.JSONDecodeError as err:
-        raise RunFolderError(f"{path}/config.json is not valid JSON ({err}); {hint}") from None
-    if "experiment" not in data:
-        raise RunFolderError(f"{path}/config.json has no 'experiment' section; {hint}")
-    return from_dict(data["experiment"])
+        raise RunFolderError(f"{folder.path} is not a trained seqcomp run: {' and '.join(missing)} missing; {hint}")
+    return folder.experiment_config(hint)
 
 
 def _examples(contexts: Sequence[str], questions: Sequence[str]) -> list[SquadExample]:
@@ -88,11 +80,11 @@ class TrainedCompressor:
         elif lm.name != config.model.name:
             raise ValueError(f"{path} was trained for model '{config.model.name}' but the given lm is '{lm.name}'; "
                              f"pass that model or no lm")
+        folder = RunFolder(path)
         system = CompressionSystem(config, lm)
-        load_weights(system, path / WEIGHTS)
+        load_weights(system, folder.weights_path(CHECKPOINT))
         system.to(lm.device).eval()
-        metrics_file = path / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics = folder.read_metrics() if folder.finished else {}
         return cls(path, config, lm, system, metrics)
 
     def __repr__(self) -> str:

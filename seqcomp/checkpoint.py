@@ -19,9 +19,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .runs import write_json
+from .runs import STATE_FILE, checkpoint_files, write_json
 
-STATE_FILE = "state.safetensors"
+# the state file is named with the run folder's other names (seqcomp.runs); re-exported for this module's callers
+__all__ = ["STATE_FILE", "CheckpointError", "load_state", "load_weights", "read_progress", "save_state", "save_weights"]
 
 
 class CheckpointError(ValueError):
@@ -44,8 +45,9 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
 
 def save_weights(module: torch.nn.Module, folder: Path, tag: str, meta: dict) -> None:
     """``<tag>.safetensors`` (the module's state) and ``<tag>.json`` (step, metrics), each atomic."""
-    _save_atomic(dict(module.state_dict()), Path(folder) / f"{tag}.safetensors")
-    write_json(Path(folder) / f"{tag}.json", meta)
+    weights, meta_file = checkpoint_files(folder, tag)
+    _save_atomic(dict(module.state_dict()), weights)
+    write_json(meta_file, meta)
 
 
 def load_weights(module: torch.nn.Module, path: Path) -> None:
@@ -107,6 +109,19 @@ def _read_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         if "seqcomp" not in metadata:
             raise CheckpointError(f"{path} is a safetensors file but not a seqcomp training state")
         return json.loads(metadata["seqcomp"]), {key: fh.get_tensor(key) for key in fh.keys()}
+
+
+def read_progress(path: Path) -> dict:
+    """The trainer's counters in a saved state (its stage, step, ...) without loading any tensor."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the run has no resumable state yet (it saves one at every "
+                              f"evaluation and every train.save_every steps); start it over with --overwrite")
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = fh.metadata() or {}
+    if "seqcomp" not in metadata:
+        raise CheckpointError(f"{path} is a safetensors file but not a seqcomp training state")
+    return json.loads(metadata["seqcomp"])["progress"]
 
 
 def load_state(path: Path, module: torch.nn.Module, optimizer, scheduler,

@@ -11,37 +11,19 @@ import json
 import sys
 from pathlib import Path
 
+from . import cli_notebooks, cli_train
 from .checkpoint import CheckpointError
-from .config import ConfigError, ExperimentConfig, apply_overrides, load_config_file
+from .cli_config import add_config_args, resolve_config
+from .config import ConfigError, apply_overrides
 from .data import DataError
 from .layout import LayoutError
 from .lm import ModelLoadError
 from .metrics import ScoreInputError
 from .baselines import KINDS
-from .presets import PRESETS, get_preset
-from .runs import RunFolderError, run_lock
+from .runs import RunFolder, RunFolderError, run_lock
 
 USER_ERRORS = (ConfigError, DataError, LayoutError, ModelLoadError, ScoreInputError, FileNotFoundError,
                CheckpointError, RunFolderError)
-
-
-def _add_config_args(p: argparse.ArgumentParser, default_preset: str | None = "tier1") -> None:
-    p.add_argument("--preset", default=default_preset, help=f"named config: {', '.join(PRESETS)}")
-    p.add_argument("--config", help="a JSON/YAML config file (instead of --preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set compressor.m=16 (repeatable)")
-    p.add_argument("--model", help="shortcut for --set model.name=...")
-    p.add_argument("--data", help="SQuAD file/folder/hub id (shortcut for --set data.source=...)")
-
-
-def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
-    config = load_config_file(args.config) if args.config else get_preset(args.preset)
-    overrides = list(args.overrides)
-    if getattr(args, "model", None):
-        overrides.append(f"model.name={args.model}")
-    if getattr(args, "data", None):
-        overrides.append(f"data.source={args.data}")
-    return apply_overrides(config, overrides)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -67,7 +49,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from .diagnose import answer_length_figure, answer_length_report, format_report
+    from .answer_lengths import answer_length_figure, answer_length_report, format_report
     from .lm import load_lm
     from .slices import SYNTHETIC
     from .synthetic import key_recall_examples
@@ -92,7 +74,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from .baseline_runs import run_baseline
+    from .baselines import run_baseline
 
     if args.kind in ("truncate", "select") and not args.budget:
         raise ConfigError(f"the {args.kind} baseline needs --budget M (context tokens kept, e.g. the compressor's M)")
@@ -100,7 +82,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if args.n is not None:
         config = apply_overrides(config, {"data.n_test": args.n})
     out = Path(args.out)
-    if (out / "metrics.json").is_file() and not args.overwrite:
+    if RunFolder(out).finished and not args.overwrite:
         raise RunFolderError(f"{out} is a finished run; pass --overwrite to replace it or choose another --out")
     with run_lock(out):
         metrics = run_baseline(args.kind, config, out, budget=args.budget, shots=args.shots)
@@ -109,7 +91,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .baselines import run_baseline_suite as run_demo
 
     config = resolve_config(args)
     run_demo(config, Path(args.out), n=args.n, budget=args.budget)
@@ -130,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("diagnose", help="answer-length diagnosis and recommended max_new_tokens")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--split", default="validation")
     p.add_argument("--json", action="store_true")
     p.add_argument("--figure", help="write the plotly histogram to this HTML file")
@@ -138,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("baseline", help="run a zero-shot baseline into a run folder")
     p.add_argument("kind", choices=list(KINDS))
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--n", type=int, help="test questions (data.n_test)")
     p.add_argument("--budget", type=int, help="context tokens kept (truncate, select)")
     p.add_argument("--shots", type=int, default=2, help="solved train examples (fewshot)")
@@ -147,21 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("demo", help="the main job: diagnosis + every baseline on the default model")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--n", type=int, default=200, help="dev questions per baseline")
     p.add_argument("--budget", type=int, default=32, help="truncation budget (= compressed slots M)")
     p.add_argument("--out", default="runs/demo")
     p.set_defaults(func=cmd_demo)
 
-    for register in _extra_commands():
+    for register in (*cli_train.REGISTER, *cli_notebooks.REGISTER):
         register(sub)
     return parser
-
-
-def _extra_commands():
-    from . import cli_notebooks, cli_train
-
-    return [*cli_train.REGISTER, *cli_notebooks.REGISTER]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def _parameters(args: argparse.Namespace) -> dict:
-    from .notebooks import parse_value
+    from .pipeline import parse_value
 
     return {name: parse_value(value) for name, value in args.parameters}
 
@@ -29,7 +29,7 @@ def _show_progress() -> None:
 
 
 def _guarded(args: argparse.Namespace, action) -> int:
-    from .notebooks import NotebookFailed, NotebookParameterError
+    from .pipeline import NotebookFailed, NotebookParameterError
     from .runs import RunFolderError
 
     _show_progress()
@@ -45,7 +45,7 @@ def _guarded(args: argparse.Namespace, action) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .notebooks import execute, resolve_notebook
+    from .pipeline import execute, resolve_notebook
 
     notebook = resolve_notebook(args.notebook)
     result: dict = {}
@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from .notebooks import run_pipeline
+    from .pipeline import run_pipeline
 
     code = _guarded(args, lambda: run_pipeline(Path(args.out), _parameters(args), args.no_input))
     if code == 0:
@@ -65,7 +65,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .notebooks import load_grid, run_sweep
+    from .pipeline import load_grid, run_sweep
 
     code = _guarded(args, lambda: run_sweep(args.notebook, load_grid(Path(args.grid)), Path(args.out),
                                             _parameters(args), args.no_input))

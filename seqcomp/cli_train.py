@@ -8,9 +8,11 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_config import add_config_args, resolve_config
+from .runs import RunFolder
+
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .cli import resolve_config
     from .doctor import format_checks, run_doctor
     from .lm import load_lm
     from .slices import load_slices
@@ -30,17 +32,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .cli import resolve_config
     from .config import ConfigError
-    from .trainer import DoctorFailed, NonFiniteLoss, config_from_run, train
+    from .stages import NonFiniteLoss
+    from .trainer import DoctorFailed, train
 
     if args.resume:
         if args.out or args.overrides or args.config or args.model or args.data or args.preset != "tier1":
             raise ConfigError("--resume RUN_DIR continues a run with its own saved config; drop --out, --preset, "
                               "--config, --set, --model and --data")
         run_dir = Path(args.resume)
-        config = config_from_run(run_dir)
-        allow = json.loads((run_dir / "config.json").read_text()).get("allow_failed_checks", False)
+        folder = RunFolder(run_dir)
+        config, allow = folder.experiment_config(), folder.read_config().get("allow_failed_checks", False)
     elif not args.out:
         raise ConfigError("give --out RUN_DIR for a new run (or --resume RUN_DIR to continue one)")
     else:
@@ -76,19 +78,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register_doctor(sub) -> None:
-    from .cli import _add_config_args
-
     p = sub.add_parser("doctor", help="check a config for every known train/eval mismatch (exit 1 on failure)")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)
 
 
 def register_train(sub) -> None:
-    from .cli import _add_config_args
-
     p = sub.add_parser("train", help="train a compressor (the doctor runs first) into a run folder")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--out", help="run folder (a new one, or an old one with --overwrite)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last saved state")
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds")

@@ -72,8 +72,13 @@ class Compressor(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, cfg.width), nn.GELU(), nn.Linear(cfg.width, dim))
         self.out = Calibrate(dim, embedding_rms) if cfg.calibrate else nn.LayerNorm(dim)
 
-    def forward(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, source: torch.Tensor, mask: torch.Tensor, m: int | None = None) -> torch.Tensor:
+        """M slots [B, M, D] from source vectors [B, S, D]; ``m`` (pool only) pools into another number of
+        chunks than ``compressor.m``, e.g. a pretraining stage at a higher compression ratio."""
         source = source.float()
+        if m is not None and m != self.cfg.m and self.cfg.kind != "pool":
+            raise ValueError(f"compressor kind '{self.cfg.kind}' has {self.cfg.m} learned queries; only 'pool' "
+                             f"and 'encoder' can compress into another number of slots ({m})")
         if self.cfg.kind == "query":
             pos = sinusoidal_positions(source.shape[1], source.shape[2], source.device) * self.position_scale
             kv = self.norm_kv(source + pos)
@@ -81,7 +86,8 @@ class Compressor(nn.Module):
             attended, _ = self.attn(self.norm_q(q), kv, kv, key_padding_mask=mask == 0, need_weights=False)
             x = q + attended
         else:
-            x = torch.bmm(pool_matrix(mask, self.cfg.m), source)
-            x = x + self.slot_pos
+            m = m or self.cfg.m
+            x = torch.bmm(pool_matrix(mask, m), source)
+            x = x + self.slot_pos[torch.arange(m, device=x.device) * self.cfg.m // m]
         x = x + self.mlp(self.norm_mlp(x))
         return self.out(x)

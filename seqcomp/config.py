@@ -159,6 +159,9 @@ class TrainConfig:
                f"'{self.log_with}' is not one of {', '.join(TRACKERS)} (or '' for none)")
 
 
+PASSAGE_SOURCES = ("train-slice", "train-split")
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Tier 3.9: a stage before QA training that teaches the compressor from unlabeled passages."""
@@ -166,7 +169,10 @@ class PretrainConfig:
     passages: int = 0  # distinct training contexts used; 0 = no pretraining stage
     reconstruction_ratio: float = 0.2  # share of reconstruction rows; the rest are continuation rows
     target_tokens: int = 48  # tokens regenerated (reconstruction) or continued (continuation)
-    marker: str = "Repeat the passage:"  # text after the slots that asks for reconstruction
+    marker: str = "Repeat the passage:"  # reconstruction's task vector starts as the mean embedding of this text
+    continuation_marker: str = "Continue the passage:"  # ... and continuation's as this one's
+    passages_from: str = "train-slice"  # the training slice's contexts, or "train-split": every training passage
+    m: int = 0  # slots while pretraining (pool/encoder only; 0 = compressor.m): pretrain at a higher ratio
     epochs: int = 1
     lr: float = 1e-3
 
@@ -176,6 +182,10 @@ class PretrainConfig:
         _check(self.target_tokens > 0 and self.epochs > 0 and self.lr > 0, "pretrain.target_tokens/epochs/lr",
                "must be > 0")
         _check(bool(self.marker.strip()), "pretrain.marker", "must be visible text")
+        _check(bool(self.continuation_marker.strip()), "pretrain.continuation_marker", "must be visible text")
+        _check(self.passages_from in PASSAGE_SOURCES, "pretrain.passages_from",
+               f"'{self.passages_from}' is not one of {', '.join(PASSAGE_SOURCES)}")
+        _check(self.m >= 0, "pretrain.m", "must be >= 0 (0 = compressor.m)")
 
 
 @dataclass(frozen=True)

@@ -8,46 +8,24 @@ what the answer needs (question, passage, gold span) reaches the LM live in ``se
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import torch
 
-from .baselines import truncation_prefix
+from .baselines import baseline_prefix
+from .checks import Check, format_checks  # noqa: F401  (format_checks re-exported: callers print doctor results)
 from .config import ExperimentConfig
-from .diagnose import coverage_of, recommend_max_new_tokens
-from .diagnostics import rms
-from .layout import IGNORE, Segment, build_lm_input, end_of_answer_ids, text_ids
+from .doctor_reach import reach_checks
+from .answer_lengths import coverage_of, recommend_max_new_tokens
+from .collapse import rms
+from .layout import IGNORE, build_lm_input, end_of_answer_ids
 from .lm import LM, full_precision
 from .losses import answer_ce, answer_logits, answers_for
+from .prompts import ANSWER_LABEL, Segment, answer_text_ids, context_prefix  # noqa: F401 (tests use doctor.Segment)
 from .slices import Slices
 from .system import CompressionSystem
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str  # what was measured
-    cause: str = ""  # plain-language cause when failed
-    fix: str = ""  # what to change
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def format_checks(checks: list[Check]) -> str:
-    lines = []
-    for c in checks:
-        lines.append(f"[{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
-        if not c.passed:
-            lines.append(f"       cause: {c.cause}")
-            lines.append(f"       fix:   {c.fix}")
-    return "\n".join(lines)
-
-
 def run_doctor(config: ExperimentConfig, lm: LM, slices: Slices, n_examples: int = 4) -> list[Check]:
-    from .doctor_reach import reach_checks  # its checks build on Check, defined above
-
     examples = list((slices.select or slices.test)[:n_examples])
     torch.manual_seed(config.train.seed)
     system = CompressionSystem(config, lm).to(lm.device).eval()
@@ -68,7 +46,7 @@ def run_doctor(config: ExperimentConfig, lm: LM, slices: Slices, n_examples: int
 
 def check_generation_length(config: ExperimentConfig, lm: LM, slices: Slices) -> Check:
     layout = config.layout
-    lengths = [len(text_ids(lm.tokenizer, layout.answer_prefix + a.strip())) for e in slices.test for a in e.answers]
+    lengths = [len(answer_text_ids(lm.tokenizer, layout, a)) for e in slices.test for a in e.answers]
     cover = coverage_of(lengths, config.generation.max_new_tokens)
     trained = config.data.max_answer_tokens + (1 if layout.end_of_answer else 0)
     ok = cover >= 0.99 and config.generation.max_new_tokens >= min(trained, max(lengths) + 1)
@@ -118,16 +96,17 @@ def check_answer_anchor(config: ExperimentConfig) -> Check:
     ok = bool(config.layout.anchor) or config.layout.bos
     return Check("answer anchor", ok, f"anchor={config.layout.anchor!r}, bos={config.layout.bos}",
                  "nothing marks where the compressed context ends and the answer begins (diagnosis Issue 2)",
-                 "set layout.anchor='Answer:' (and layout.bos=true)")
+                 f"set layout.anchor={ANSWER_LABEL!r} (and layout.bos=true)")
 
 
 def check_labels_not_double_shifted(config: ExperimentConfig, lm: LM, examples) -> Check:
     ex = examples[0]
-    prompt = text_ids(lm.tokenizer, f"Context: {ex.context}\nQuestion: {ex.question}\nAnswer:")
+    prefix = context_prefix(lm.tokenizer, ex, with_question=True)  # the zero-shot text prompt
+    prompt = prefix[0].ids
     answers, _ = answers_for(lm, dataclasses.replace(config, layout=dataclasses.replace(
         config.layout, end_of_answer=config.layout.end_of_answer or "\n")), [ex])
     with torch.no_grad(), full_precision(lm):
-        batch = build_lm_input(lm.embed, [[Segment("prompt", ids=prompt)]], answers, pad_id=lm.pad_id)
+        batch = build_lm_input(lm.embed, [prefix], answers, pad_id=lm.pad_id)
         ours = float(answer_ce(answer_logits(lm, batch)))
         ids = torch.tensor([list(prompt) + answers[0]], device=lm.device)
         labels = torch.tensor([[IGNORE] * len(prompt) + answers[0]], device=lm.device)
@@ -197,14 +176,14 @@ def check_slices_disjoint(slices: Slices) -> Check:
 
 def check_truncation_keeps_question(lm: LM, examples, budget: int) -> Check:
     ex = examples[0]
-    segs = truncation_prefix(lm.tokenizer, ex, budget)
+    segs = baseline_prefix("truncate", lm.tokenizer, ex, budget)
     ids = [t for s in segs for t in s.ids]
     question = lm.tokenizer.decode(ids)
     ok = ex.question in question and len(segs[1].ids) <= budget
     return Check("truncation baseline keeps the question", ok,
                  f"budget {budget}: {len(segs[1].ids)} context tokens kept, question intact: {ex.question in question}",
                  "cutting 'Context ... Question' from the end always drops the question (B8)",
-                 "spend the budget on the context only (seqcomp.baselines.truncation_prefix)")
+                 "spend the budget on the context only (seqcomp.prompts.kept_context_prefix)")
 
 
 def check_no_gold_leak(config: ExperimentConfig, lm: LM, system: CompressionSystem, examples) -> Check:

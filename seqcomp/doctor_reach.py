@@ -4,7 +4,7 @@ Settings that are each valid alone can together hide the question or cut the pas
 sees it (``layout.question_as_text=false`` without ``compress_question``, a ``data.max_source_tokens`` at
 the budget M, ...), and a green doctor on such a setup costs a training run. Each check reads the text
 the real code paths hand over on real rows: ``system.prefixes``, the compressor's source rows from
-``source_ids`` and the truncation baseline's ``truncation_prefix``. A text is "seen" when it occurs,
+``source_ids`` and the truncation baseline's ``baseline_prefix("truncate", ...)``. A text is "seen" when it occurs,
 case and whitespace aside, in what a system shows the LM; an answer that also occurs earlier in the
 passage counts as seen, so the answer shares are upper bounds.
 """
@@ -15,12 +15,13 @@ from typing import Sequence
 
 import torch
 
-from .baselines import truncation_prefix
-from .config import ExperimentConfig
+from .baselines import baseline_prefix
+from .config import ExperimentConfig, LayoutConfig
 from .data import SquadExample
-from .doctor import Check
-from .layout import Segment, build_prefix, text_ids
+from .checks import Check
+from .layout import build_prefix
 from .lm import LM
+from .prompts import Segment, text_ids
 from .slices import Slices
 from .sources import source_ids
 from .system import CompressionSystem
@@ -79,7 +80,7 @@ def source_windows(config: ExperimentConfig, lm: LM, examples: Sequence[SquadExa
 
 def truncation_texts(lm: LM, examples: Sequence[SquadExample], budget: int) -> list[str]:
     """What the truncation baseline shows the LM at budget M."""
-    return [prefix_text(lm, truncation_prefix(lm.tokenizer, e, budget)) for e in examples]
+    return [prefix_text(lm, baseline_prefix("truncate", lm.tokenizer, e, budget)) for e in examples]
 
 
 def seen_texts(config: ExperimentConfig, lm: LM, system: CompressionSystem,
@@ -126,7 +127,8 @@ def check_layout_text_survives(config: ExperimentConfig, lm: LM, examples: Seque
     return Check("layout text survives the tokenizer", not bad, detail or same,
                  "the tokenizer turns a label, the anchor or the marker into nothing or unknown tokens, so the LM "
                  "never reads the text the layout means it to", "use text the model's tokenizer keeps (plain "
-                 "ASCII such as 'Question: {question}\\n' and 'Answer:'), or a model whose tokenizer has it")
+                 f"ASCII such as {LayoutConfig().question_template!r} and {LayoutConfig().anchor!r}), or a model whose "
+                 "tokenizer has it")
 
 
 def check_question_reaches_lm(config: ExperimentConfig, lm: LM, system: CompressionSystem,

@@ -48,11 +48,12 @@ class EncoderCompressor(nn.Module):
         self.float().requires_grad_(True)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor,
-                autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
-        """M slots [B, M, D] (fp32) from source token ids [B, S] and their mask; ``autocast`` is the LM's."""
+                autocast: contextlib.AbstractContextManager | None = None, m: int | None = None) -> torch.Tensor:
+        """M slots [B, M, D] (fp32) from source token ids [B, S] and their mask; ``autocast`` is the LM's;
+        ``m`` pools into another number of chunks than ``compressor.m`` (e.g. pretraining at a higher ratio)."""
         with autocast or contextlib.nullcontext():
             states = self.encode(ids, mask)
-        x = self.norm(torch.bmm(pool_matrix(mask, self.cfg.m), states.float()))
+        x = self.norm(torch.bmm(pool_matrix(mask, m or self.cfg.m), states.float()))
         return self.out(x + self.mlp(x))
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,10 @@ from tqdm.auto import tqdm
 from .config import GenerationConfig, LayoutConfig
 from .data import SquadExample
 from .generation import Generation, generate
-from .layout import Segment, build_lm_input, end_of_answer_ids, text_ids
+from .layout import build_lm_input, end_of_answer_ids
 from .lm import LM
 from .metrics import Summary, exact_match, f1, summarize
+from .prompts import Segment, answer_text_ids
 
 PrefixFn = Callable[[Sequence[SquadExample]], list[list[Segment]]]
 
@@ -65,7 +66,7 @@ def _left_pad_ids(prefixes: list[list[Segment]], pad_id: int, device) -> tuple[t
 
 def gold_first_ids(lm: LM, example: SquadExample, layout: LayoutConfig) -> set[int]:
     """First token of every gold answer as the model would emit it after the anchor."""
-    return {text_ids(lm.tokenizer, layout.answer_prefix + a.strip())[0] for a in example.answers if a.strip()}
+    return {answer_text_ids(lm.tokenizer, layout, a)[0] for a in example.answers if a.strip()}
 
 
 def score(lm: LM, examples: Sequence[SquadExample], gens: Sequence[Generation],

@@ -9,18 +9,19 @@ is built under a temporary name and renamed, so a half-written export never look
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
-from .api import WEIGHTS, trained_config
+from .api import CHECKPOINT, trained_config
 from .config import ExperimentConfig, from_dict
 from .lm import HUB_IDS
-from .runs import RunFolderError, atomic_write_text, read_jsonl, write_json
+from .metrics import percent
+from .prompts import CONTEXT_LABEL
+from .runs import RunFolder, RunFolderError, atomic_write_text
 from .slices import SYNTHETIC
 
-COPIED = ("metrics.json", WEIGHTS, "checkpoints/best.json", "history.jsonl", "diagnostics.json", "doctor.json")
+MODEL_CARD = "README.md"
 SQUAD_HUB_ID = "rajpurkar/squad"
 
 
@@ -28,23 +29,31 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     """Export finished run ``run`` into the new (or empty) folder ``out``; returns ``out``."""
     run, out = Path(run), Path(out)
     trained_config(run)
-    if not (run / "metrics.json").is_file():
-        raise RunFolderError(f"{run} has not finished (metrics.json is missing), so there are no test metrics for the "
-                             f"model card; finish it with `seqcomp train --resume {run}`")
+    folder = RunFolder(run)
+    if not folder.finished:
+        raise RunFolderError(f"{run} has not finished ({RunFolder.METRICS} is missing), so there are no test metrics "
+                             f"for the model card; finish it with `seqcomp train --resume {run}`")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunFolderError(f"{out} already exists and is not an empty folder; export into a new folder")
-    tmp = out.parent / f".{out.name}.export-{os.getpid()}"
-    tmp.mkdir(parents=True)
-    for name in COPIED:
-        if (run / name).is_file():
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run / name, tmp / name)
-    run_config = {**json.loads((run / "config.json").read_text()), "exported_from": run.resolve().name}
-    write_json(tmp / "config.json", run_config)
-    metrics = json.loads((run / "metrics.json").read_text())
-    atomic_write_text(tmp / "README.md", model_card(run_config, metrics, read_jsonl(run / "history.jsonl")))
-    os.replace(tmp, out)
+    tmp = RunFolder(out.parent / f".{out.name}.export-{os.getpid()}")
+    tmp.path.mkdir(parents=True)
+    for source in copied_files(folder):
+        if source.is_file():
+            target = tmp.path / folder.relative(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    run_config = {**folder.read_config(), "exported_from": run.resolve().name}
+    tmp.write_config(run_config, record_environment=False)  # keeps the environment the run was trained in
+    atomic_write_text(tmp.path / MODEL_CARD, model_card(run_config, folder.read_metrics(), folder.read_history()))
+    os.replace(tmp.path, out)
     return out
+
+
+def copied_files(folder: RunFolder) -> tuple[Path, ...]:
+    """What an export keeps of a run folder (under the same names) when present: not the training state, the
+    predictions or the other checkpoints."""
+    return (folder.metrics_path, folder.weights_path(CHECKPOINT), folder.weights_meta_path(CHECKPOINT),
+            folder.history_path("train"), folder.diagnostics_path, folder.doctor_path)
 
 
 def push_to_hub(folder: str | Path, repo: str, private: bool = False) -> str:
@@ -92,9 +101,9 @@ def _ci(value: float, ci: list) -> str:
     return f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
-def _number(value: float | None, scale: float = 1.0, unit: str = "") -> str:
+def _number(value: float | None, unit: str = "") -> str:
     """A metric that older runs may lack shows as n/a."""
-    return "n/a" if value is None else f"{scale * value:.1f}{unit}"
+    return "n/a" if value is None else f"{value:.1f}{unit}"
 
 
 def _results(metrics: dict) -> str:
@@ -102,7 +111,7 @@ def _results(metrics: dict) -> str:
         "| test questions | EM [95% CI] | F1 [95% CI] | first-token accuracy | mean answer tokens |",
         "|---|---|---|---|---|",
         f"| {metrics['n']} | {_ci(metrics['exact_match'], metrics['exact_match_ci'])} | "
-        f"{_ci(metrics['f1'], metrics['f1_ci'])} | {_number(metrics.get('first_token_accuracy'), 100, '%')} | "
+        f"{_ci(metrics['f1'], metrics['f1_ci'])} | {_number(percent(metrics.get('first_token_accuracy')), '%')} | "
         f"{_number(metrics.get('mean_pred_tokens'))} |",
     ])
 
@@ -123,8 +132,9 @@ def _budget(config: ExperimentConfig, metrics: dict, history: list[dict]) -> str
 
 
 HEADS = {"query": "the {m} compressed slots", "pool": "the {m} compressed slots", "encoder": "the {m} compressed slots",
-         "text": "'Context: <passage>\\n' as text", "truncate": "'Context:', the first {m} passage tokens, '\\n'",
-         "select": "'Context:', the {m} passage tokens that best match the question, '\\n'"}
+         "text": f"'{CONTEXT_LABEL} <passage>\\n' as text",
+         "truncate": f"'{CONTEXT_LABEL}', the first {{m}} passage tokens, '\\n'",
+         "select": f"'{CONTEXT_LABEL}', the {{m}} passage tokens that best match the question, '\\n'"}
 
 
 def _layout(config: ExperimentConfig) -> str:

@@ -6,7 +6,8 @@ LEFT-padded (the one padding convention): every row ends at the last column, so 
 last ``len(answer)`` columns in the student *and* in a teacher reading the full text, which aligns
 distillation targets by construction (bug B5). ``labels`` hold each answer token at its own position;
 Hugging Face models shift them internally, so nothing here shifts (bug B1). The prefix that generation
-sees is built by the same call with ``answers=None`` (bug B2).
+sees is built by the same call with ``answers=None`` (bug B2). The text of every prompt and answer, and the
+``Segment`` a prefix is made of, come from ``seqcomp.prompts``; this module arranges, embeds and pads them.
 """
 
 from __future__ import annotations
@@ -17,28 +18,9 @@ from typing import Sequence
 import torch
 
 from .config import LayoutConfig
+from .prompts import ANSWER_LABEL, LayoutError, Segment, answer_text_ids, text_ids
 
 IGNORE = -100
-
-
-class LayoutError(ValueError):
-    """A layout piece is unusable (e.g. an anchor that tokenizes to nothing)."""
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A named piece of a prefix: token ids (embedded by the LM's table) or ready vectors [n, D]."""
-
-    name: str
-    ids: tuple[int, ...] | None = None
-    vectors: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if (self.ids is None) == (self.vectors is None):
-            raise LayoutError(f"segment '{self.name}' needs exactly one of ids or vectors")
-
-    def __len__(self) -> int:
-        return len(self.ids) if self.ids is not None else int(self.vectors.shape[0])
 
 
 @dataclass
@@ -118,11 +100,6 @@ def _embed_segment(embed: torch.nn.Embedding, seg: Segment, device: torch.device
 # --- the pieces of a prefix, from the layout config -------------------------------------------------
 
 
-def text_ids(tokenizer, text: str) -> tuple[int, ...]:
-    """Token ids of plain text with no special tokens added (defaults differ between versions)."""
-    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def end_of_answer_ids(tokenizer, layout: LayoutConfig) -> tuple[int, ...]:
     """The trained end-of-answer token (empty when the layout has none: the diagnosed bug B4)."""
     if not layout.end_of_answer:
@@ -139,13 +116,14 @@ def anchor_ids(tokenizer, layout: LayoutConfig) -> tuple[int, ...]:
         return ()
     ids = text_ids(tokenizer, layout.anchor)
     if not ids:
-        raise LayoutError(f"layout.anchor {layout.anchor!r} tokenizes to nothing; use visible text like 'Answer:'")
+        raise LayoutError(f"layout.anchor {layout.anchor!r} tokenizes to nothing; "
+                          f"use visible text like {ANSWER_LABEL!r}")
     return ids
 
 
 def answer_ids(tokenizer, layout: LayoutConfig, answer: str, max_tokens: int) -> tuple[list[int], bool]:
     """Answer token ids (truncated to ``max_tokens``) + end-of-answer; returns (ids, was_truncated)."""
-    ids = list(text_ids(tokenizer, layout.answer_prefix + answer.strip()))
+    ids = list(answer_text_ids(tokenizer, layout, answer))
     truncated = len(ids) > max_tokens
     return ids[:max_tokens] + list(end_of_answer_ids(tokenizer, layout)), truncated
 

@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = [
     "ScoreInputError", "ScoreReport", "Summary", "bootstrap_ci", "clean_answer", "exact_match", "f1",
-    "first_token_accuracy", "load_predictions_file", "normalize_answer", "score_predictions", "summarize",
+    "first_token_accuracy", "load_predictions_file", "normalize_answer", "percent", "score_predictions", "summarize",
 ]
 
 _PUNCTUATION_TABLE = str.maketrans("", "", string.punctuation)
@@ -99,6 +99,14 @@ def first_token_accuracy(pred_ids: Sequence[int], gold_first_ids: Sequence[int])
 # --------------------------------------------------------------------------- corpus summaries
 
 
+def percent(fraction: float | None) -> float | None:
+    """A share in [0, 1] in percent, the unit of every table; ``None`` (a metric an older run lacks) stays None.
+
+    EM/F1 are stored in percent and first-token accuracy as a fraction (``Summary``), so tables scale it here.
+    """
+    return None if fraction is None else 100.0 * fraction
+
+
 def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
                  alpha: float = 0.05) -> tuple[float, float]:
     """Percentile-bootstrap (1 - alpha) CI of the mean; seeded, so reruns report identical intervals."""
@@ -160,8 +168,8 @@ def summarize(em: Sequence[float], f1: Sequence[float], first_token_correct: Seq
             raise ValueError(f"length mismatch: {n} em values vs {len(seq)} {name} values")
     _check_unit_interval("em", em)
     _check_unit_interval("f1", f1)
-    em_pct = [100.0 * v for v in em]
-    f1_pct = [100.0 * v for v in f1]
+    em_pct = [percent(v) for v in em]
+    f1_pct = [percent(v) for v in f1]
     return Summary(
         n=n,
         exact_match=float(np.mean(em_pct)),
@@ -246,3 +254,16 @@ def load_predictions_file(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ScoreInputError(f"{path}: top level is a JSON {type(data).__name__}, not an object; {_PREDICTIONS_FIX}")
     return data
+
+
+def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown table of evaluated systems: EM/F1 with 95% bootstrap CIs, first-token accuracy, answer length."""
+    lines = ["| system | n | EM [95% CI] | F1 [95% CI] | first-token acc | mean pred tokens | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        em_lo, em_hi = r["exact_match_ci"]
+        f1_lo, f1_hi = r["f1_ci"]
+        lines.append(f"| {r['system']} | {r['n']} | {r['exact_match']:.1f} [{em_lo:.1f}, {em_hi:.1f}] | "
+                     f"{r['f1']:.1f} [{f1_lo:.1f}, {f1_hi:.1f}] | {percent(r['first_token_accuracy']):.1f}% | "
+                     f"{r['mean_pred_tokens']:.1f} | {r.get('seconds', float('nan'))} |")
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from .config import (CompressorConfig, ConfigError, DataConfig, ExperimentConfig, GenerationConfig,
-                     LayoutConfig, LossConfig, ModelConfig, TrainConfig, apply_overrides)
+                     LayoutConfig, LossConfig, ModelConfig, PretrainConfig, TrainConfig, apply_overrides)
 
 
 def _seed_experiment_1() -> ExperimentConfig:
@@ -31,7 +31,7 @@ def _seed_experiment_1() -> ExperimentConfig:
 def _tier1() -> ExperimentConfig:
     return ExperimentConfig(
         name="tier1",
-        layout=LayoutConfig(bos=True, anchor="Answer:", end_of_answer="\n"),
+        layout=LayoutConfig(bos=True, end_of_answer="\n"),
         compressor=CompressorConfig(kind="query", source="embeddings"),
         generation=GenerationConfig(max_new_tokens=32),
     )
@@ -64,6 +64,27 @@ def _pool_hidden() -> ExperimentConfig:
                                compressor=CompressorConfig(kind="pool", source="hidden", source_layer=6))
 
 
+def _encoder() -> ExperimentConfig:
+    """A trainable copy of the LM's first 6 layers, pooled to M = 32, pretrained on 3,200 training passages
+    (80% continuation / 20% reconstruction, one task vector each), then fine-tuned on QA with the tier1 layout:
+    the recipe of issue 14's CPU probe (F1 11.1 on 300 dev questions after 2,000 training questions)."""
+    base = _tier1()
+    return dataclasses.replace(
+        base, name="encoder", compressor=CompressorConfig(kind="encoder", m=32, encoder_layers=6),
+        pretrain=PretrainConfig(passages=3200, passages_from="train-split", reconstruction_ratio=0.2))
+
+
+def _encoder_full() -> ExperimentConfig:
+    """The GPU-size run: every layer but the last two copied and trained, bidirectional, pretrained on every
+    training passage at twice the fine-tuning compression (M = 16), then all 87,599 training questions."""
+    base = _encoder()
+    return dataclasses.replace(
+        base, name="encoder-full", data=dataclasses.replace(base.data, n_train=87_599),
+        compressor=CompressorConfig(kind="encoder", m=32, encoder_layers=28, bidirectional=True),
+        loss=LossConfig(dense_kd_weight=0.5),
+        pretrain=PretrainConfig(passages=100_000, passages_from="train-split", reconstruction_ratio=0.2, m=16))
+
+
 def _tiny() -> ExperimentConfig:
     """The tiny random model on synthetic data: seconds, for tests and CI smoke runs."""
     return ExperimentConfig(
@@ -87,6 +108,19 @@ ABLATIONS: dict[str, dict] = {
     "+ pretraining": {"pretrain.passages": 10_000},  # every distinct passage of the training slice
 }
 
+# The LM-encoder compressor (issue 14) and its levers, also overrides on ``tier1``: depth, pretraining and its mix,
+# dense distillation, question-aware (the question compressed with the passage). Notebook 04's ``encoder_variants``.
+_ENCODER = {"compressor.kind": "encoder", "compressor.encoder_layers": 2}
+ENCODER_ABLATIONS: dict[str, dict] = {
+    "encoder, 2 layers": _ENCODER,
+    "encoder, 6 layers": {**_ENCODER, "compressor.encoder_layers": 6},
+    "encoder + pretraining": {**_ENCODER, "pretrain.passages": 10_000},
+    "encoder + pretraining, 50% reconstruction": {**_ENCODER, "pretrain.passages": 10_000,
+                                                  "pretrain.reconstruction_ratio": 0.5},
+    "encoder + dense KD": {**_ENCODER, "loss.dense_kd_weight": 0.5},
+    "encoder, question-aware": {**_ENCODER, "compressor.compress_question": True},
+}
+
 # The strongest entry of ABLATIONS in notebook 04's real run of 2026-11-29 (SmolLM2-135M-Instruct, 200 training /
 # 100 test questions, M in {8, 16, 32, 64}): highest F1 averaged over the four M. Its CIs overlap the other
 # compressors' and it stays below trained truncation; README "Presets" gives the figures and the full-size command.
@@ -106,6 +140,8 @@ PRESETS = {
     "select-trained": _select_trained,
     "pool-hidden": _pool_hidden,
     "best": _best,
+    "encoder": _encoder,
+    "encoder-full": _encoder_full,
     "tiny": _tiny,
 }
 

@@ -37,7 +37,8 @@ def question_terms(question: str) -> set[str]:
 
 
 def context_ids(tokenizer, context: str) -> tuple[list[int], list[str | None]]:
-    """The context's token ids (as they follow ``Context:``) and, per token, the word that STARTS at it (else None)."""
+    """The context's token ids (as they follow the context label of ``seqcomp.prompts``, after a space) and, per
+    token, the word that STARTS at it (else None)."""
     text = " " + context
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     starts = {m.start(): m.group(0).lower() for m in _WORD.finditer(text)}

@@ -41,6 +41,16 @@ def train_slice(data: DataConfig) -> tuple[SquadExample, ...]:
     return tuple(subsample(load_squad(data.source, "train"), data.n_train, data.seed))
 
 
+def passage_pool(data: DataConfig, n: int) -> tuple[str, ...]:
+    """Up to ``n`` distinct passages of the whole training split (shuffled with ``data.seed``): what a pretraining
+    stage reads when ``pretrain.passages_from`` is "train-split", whatever ``data.n_train`` is."""
+    if data.source == SYNTHETIC:
+        return tuple(dict.fromkeys(e.context for e in key_recall_examples(n, seed=data.seed + 2000)))
+    split = load_squad(data.source, "train")
+    examples = subsample(split, len(split), data.seed)
+    return tuple(dict.fromkeys(e.context for e in examples))[:n]
+
+
 def load_slices(data: DataConfig) -> Slices:
     select, test, source = eval_slices(data)
     return Slices(train=train_slice(data), select=select, test=test, source=str(source))

@@ -7,7 +7,6 @@ layers below ``source_layer`` run, so layer 6 of 30 costs a fifth of a full forw
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -16,13 +15,6 @@ from .config import CompressorConfig
 from .data import SquadExample
 from .layout import text_ids
 from .lm import LM
-
-
-@dataclass
-class SourceBatch:
-    vectors: torch.Tensor  # [B, S, D] fp32, right-padded (the compressor is padding-agnostic)
-    mask: torch.Tensor  # [B, S]
-    n_truncated: int  # rows longer than max_source_tokens that were cut
 
 
 def source_text(example: SquadExample, cfg: CompressorConfig) -> str:
@@ -34,7 +26,13 @@ def source_text(example: SquadExample, cfg: CompressorConfig) -> str:
 
 def source_ids(lm: LM, examples: Sequence[SquadExample], cfg: CompressorConfig,
                max_tokens: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    rows = [list(text_ids(lm.tokenizer, source_text(e, cfg))) for e in examples]
+    """Token ids [B, S], mask and the number of cut rows of what the examples' compressor reads."""
+    return text_source_ids(lm, [source_text(e, cfg) for e in examples], max_tokens)
+
+
+def text_source_ids(lm: LM, texts: Sequence[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Right-padded token ids [B, S] of plain texts (cut to ``max_tokens``), their mask, and how many were cut."""
+    rows = [list(text_ids(lm.tokenizer, t)) for t in texts]
     n_truncated = sum(len(r) > max_tokens for r in rows)
     rows = [r[:max_tokens] or [lm.pad_id] for r in rows]
     width = max(len(r) for r in rows)
@@ -47,15 +45,15 @@ def source_ids(lm: LM, examples: Sequence[SquadExample], cfg: CompressorConfig,
 
 
 @torch.no_grad()
-def source_vectors(lm: LM, examples: Sequence[SquadExample], cfg: CompressorConfig, max_tokens: int) -> SourceBatch:
-    ids, mask, n_truncated = source_ids(lm, examples, cfg, max_tokens)
+def source_vectors(lm: LM, ids: torch.Tensor, mask: torch.Tensor, cfg: CompressorConfig) -> torch.Tensor:
+    """What a feature-reading compressor reads [B, S, D] (fp32): token embeddings or cached hidden states."""
     if cfg.source == "embeddings":
-        return SourceBatch(lm.embed(ids).float(), mask, n_truncated)
+        return lm.embed(ids).float()
     rows = [cached_hidden_states(lm, ids[i, : int(mask[i].sum())], cfg.source_layer) for i in range(len(ids))]
     vectors = torch.zeros(ids.shape[0], ids.shape[1], lm.hidden_size, device=ids.device)
     for i, row in enumerate(rows):
         vectors[i, : row.shape[0]] = row.float()
-    return SourceBatch(vectors, mask, n_truncated)
+    return vectors
 
 
 def cached_hidden_states(lm: LM, ids: torch.Tensor, layer: int) -> torch.Tensor:

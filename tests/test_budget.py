@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import widgets
-from seqcomp.notebooks import budget_rows
+from seqcomp.experiments import budget_rows
 
 
 def _run(folder, name, n_train, f1, bos=True):

@@ -8,7 +8,7 @@ import torch
 
 from seqcomp.compressor import Compressor, pool_matrix
 from seqcomp.config import CompressorConfig
-from seqcomp.diagnostics import collapse_report, cross_input_cosine, within_sequence_cosine
+from seqcomp.collapse import collapse_report, cross_input_cosine, within_sequence_cosine
 from seqcomp.sources import hidden_states, source_ids
 
 

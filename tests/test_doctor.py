@@ -17,7 +17,7 @@ def tiny_config(preset: str):
     """A preset with the tiny model and tiny slots/width, keeping what the preset says about the layout."""
     cfg = get_preset(preset)
     return apply_overrides(cfg, {"model.name": "tiny", "model.precision": "fp32", "compressor.m": 4,
-                                 "compressor.width": 32, "compressor.source_layer": 1})
+                                 "compressor.width": 32, "compressor.source_layer": 1, "compressor.encoder_layers": 1})
 
 
 @pytest.fixture()

@@ -9,12 +9,13 @@ import torch
 
 from seqcomp.config import LayoutConfig
 from seqcomp.layout import (IGNORE, LayoutError, Segment, anchor_ids, answer_ids, build_lm_input, build_prefix,
-                            end_of_answer_ids, text_ids)
+                            end_of_answer_ids)
 from seqcomp.losses import answer_ce, answer_logits
+from seqcomp.prompts import context_prefix
 
 
 def _prompt(tok, ex):
-    return [Segment("prompt", ids=text_ids(tok, f"Context: {ex.context}\nQuestion: {ex.question}\nAnswer:"))]
+    return context_prefix(tok, ex, with_question=True)  # the zero-shot text prompt
 
 
 def test_labels_sit_at_their_own_positions_and_rows_are_left_padded(tiny, examples):

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import ast
 import json
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from seqcomp import cli
-from seqcomp import notebooks as nbrun
+from seqcomp import experiments, pipeline as nbrun
 from seqcomp.baselines import KINDS
 from seqcomp.config import apply_overrides, from_dict
 
@@ -124,34 +126,136 @@ def test_03_trains_the_fair_systems_and_compares_every_baseline(pipeline_dir):
     assert not (root / "tier1").exists()  # reused from 02 after checking its config, not retrained
     tier1 = from_dict(read_json(pipeline_dir / "02_tier1_fixes" / "4_tier1" / "config.json")["experiment"])
     with pytest.raises(ValueError, match="compressor.m"):
-        nbrun.load_matching_run(pipeline_dir / "02_tier1_fixes" / "4_tier1",
+        experiments.load_matching_run(pipeline_dir / "02_tier1_fixes" / "4_tier1",
                                 apply_overrides(tier1, {"compressor.m": 5}), "02_tier1_fixes.ipynb")
     compared = [r["run"] for r in read_json(root / "comparison.json")]
     assert compared == [f"baseline-{k}" for k in KINDS] + ["tier1", *TRAINED_03]
 
 
-def test_04_trains_every_lever_at_each_m_and_plots_f1_against_ratio(tmp_path):
-    from seqcomp.presets import ABLATIONS
+class _TableParser(HTMLParser):
+    """The cells of every <table> in an HTML fragment, as text, row by row."""
 
-    params = {**{k: v for k, v in TINY.items() if k != "m"}, "ms": [2, 4]}
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell)
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def shown_tables(path: Path, column: str) -> list[list[dict]]:
+    """Every HTML table the executed notebook displays that has ``column``, as one dict per row (header -> text)."""
+    parser = _TableParser()
+    for o in cell_outputs(path):
+        parser.feed(o.get("data", {}).get("text/html", ""))
+    return [[dict(zip(t[0], row, strict=True)) for row in t[1:]] for t in parser.tables if column in t[0]]
+
+
+def printed(path: Path) -> str:
+    return "".join(o["text"] for o in cell_outputs(path) if o["output_type"] == "stream")
+
+
+def as_shown(text: str, value: float) -> str:
+    """``value`` formatted with as many decimals as the notebook showed in ``text``."""
+    return f"{value:.{len(text.partition('.')[2])}f}"
+
+
+def assert_row_shows(row: dict, metrics: dict, where: str) -> None:
+    """One metrics-table row (widgets.metrics_table through table_html) against the metrics.json it was read from."""
+    assert row["system"] == metrics["system"] and row["n"] == str(metrics["n"]), where
+    for key in ("exact_match", "f1"):
+        assert row[key] == as_shown(row[key], metrics[key]), f"{where}: {key} {row[key]} vs {metrics[key]}"
+        lo, hi = row[f"{key}_ci"].strip("[]").split(", ")
+        assert [lo, hi] == [as_shown(lo, metrics[f"{key}_ci"][0]), as_shown(hi, metrics[f"{key}_ci"][1])], where
+    fta, tokens = row["first_token_accuracy"], row["mean_pred_tokens"]
+    assert fta == as_shown(fta, 100 * metrics["first_token_accuracy"]), f"{where}: first-token accuracy {fta}"
+    assert tokens == as_shown(tokens, metrics["mean_pred_tokens"]), f"{where}: mean_pred_tokens {tokens}"
+
+
+# The numbers the notebooks show must be those of the run folders they read. At the tiny settings every EM/F1 is 0,
+# so the system name, the mean answer length and the baselines' seconds are what tell a wrong folder apart.
+
+def test_02_shows_the_metrics_of_its_stage_folders(pipeline_dir):
+    metrics = {s: read_json(pipeline_dir / "02_tier1_fixes" / s / "metrics.json") for s in STAGES}
+    [table] = shown_tables(pipeline_dir / "02_tier1_fixes.ipynb", "exact_match")
+    assert [row["stage"] for row in table] == list(STAGES)
+    for row in table:
+        assert_row_shows(row, metrics[row["stage"]], f"02 table, {row['stage']}")
+    lines = re.findall(r"(\S+): training .+ \.\.\.\n +EM (\S+) +F1 (\S+) ",
+                       printed(pipeline_dir / "02_tier1_fixes.ipynb"))
+    assert [stage for stage, _, _ in lines] == list(STAGES)
+    for stage, em, f1 in lines:
+        assert (em, f1) == (as_shown(em, metrics[stage]["exact_match"]), as_shown(f1, metrics[stage]["f1"])), stage
+
+
+def test_03_shows_the_metrics_of_the_folders_it_compares(pipeline_dir):
+    read = ([pipeline_dir / "01_diagnosis" / f"baseline-{k}" for k in KINDS]
+            + [pipeline_dir / "02_tier1_fixes" / "4_tier1"] + [pipeline_dir / "03_retraining" / p for p in TRAINED_03])
+    [table] = shown_tables(pipeline_dir / "03_retraining.ipynb", "exact_match")
+    assert len(table) == len(read)
+    for row, folder in zip(table, read):
+        assert_row_shows(row, read_json(folder / "metrics.json"), f"03 table, {folder.name}")
+    lines = re.findall(r"training (\S+) \.\.\.\n +EM (\S+) +F1 (\S+) ", printed(pipeline_dir / "03_retraining.ipynb"))
+    assert [preset for preset, _, _ in lines] == list(TRAINED_03)
+    for preset, em, f1 in lines:
+        m = read_json(pipeline_dir / "03_retraining" / preset / "metrics.json")
+        assert (em, f1) == (as_shown(em, m["exact_match"]), as_shown(f1, m["f1"])), preset
+
+
+def test_01_shows_the_metrics_its_baselines_wrote(pipeline_dir):
+    shown = [o["data"]["text/markdown"] for o in cell_outputs(pipeline_dir / "01_diagnosis.ipynb")
+             if "text/markdown" in o.get("data", {})]
+    rows = [line.strip("| ").split(" | ") for md in shown for line in md.splitlines() if line.startswith("| baseline:")]
+    assert [r[0] for r in rows] == [f"baseline:{k}" for k in KINDS]
+    for system, n, em, f1, fta, tokens, seconds in rows:
+        m = read_json(pipeline_dir / "01_diagnosis" / f"baseline-{system.split(':')[1]}" / "metrics.json")
+        for cell, key in ((em, "exact_match"), (f1, "f1")):  # "value [lo, hi]"
+            value, lo, hi = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", cell).groups()
+            ci = [as_shown(t, v) for t, v in zip((lo, hi), m[f"{key}_ci"], strict=True)]
+            assert [value, lo, hi] == [as_shown(value, m[key]), *ci], f"{system}: {key} {cell}"
+        assert n == str(m["n"]) and fta == as_shown(fta[:-1], 100 * m["first_token_accuracy"]) + "%", system
+        assert tokens == as_shown(tokens, m["mean_pred_tokens"]), f"{system}: mean pred tokens {tokens}"
+        assert seconds == str(m["seconds"]), f"{system}: seconds {seconds} vs {m['seconds']}"
+
+
+def test_04_trains_every_lever_at_each_m_and_plots_f1_against_ratio(tmp_path):
+    from seqcomp.presets import ABLATIONS, ENCODER_ABLATIONS
+
+    encoders = [v for v in ENCODER_ABLATIONS if v != "encoder, 6 layers"]  # the tiny model has 2 layers
+    params = {**{k: v for k, v in TINY.items() if k != "m"}, "ms": [2, 4], "encoder_variants": encoders}
     nbrun.execute(NOTEBOOKS / "04_ablations.ipynb", tmp_path, params, log_output=False)
     out = tmp_path / "04_ablations"
     rows = read_json(out / "comparison.json")
-    expected = {(v, m) for v in [*ABLATIONS, "zero-shot truncate", "trained truncate", "zero-shot select", "trained select"] for m in (2, 4)}
+    expected = {(v, m) for v in [*ABLATIONS, *encoders, "zero-shot truncate", "trained truncate", "zero-shot select", "trained select"] for m in (2, 4)}
     assert {(r["variant"], r["m"]) for r in rows} == expected | {("trained text", None)}
     assert all(r["n"] == TINY["n_eval"] and len(r["f1_ci"]) == 2 for r in rows)
     by = {(r["variant"], r["m"]): r for r in rows}
     assert by[("query (tier1)", 2)]["ratio"] == 2 * by[("query (tier1)", 4)]["ratio"]  # tokens per slot
     assert "cross_input_cosine" in by[("+ anti-collapse", 4)] and "cross_input_cosine" not in by[("trained truncate", 4)]
-    pretrained = out / "m=4" / nbrun.slug("+ pretraining")
+    pretrained = out / "m=4" / experiments.slug("+ pretraining")
     assert (pretrained / "pretrain_history.jsonl").is_file()
     assert read_json(pretrained / "config.json")["experiment"]["loss"]["uniformity_weight"] == 0
-    assert read_json(out / "m=4" / nbrun.slug("+ anti-collapse") / "config.json")["experiment"]["loss"][
+    assert read_json(out / "m=4" / experiments.slug("+ anti-collapse") / "config.json")["experiment"]["loss"][
         "uniformity_weight"] == 0.1
     figures = plotly_outputs(tmp_path / "04_ablations.ipynb")
-    assert len(figures) == 1 + len(ABLATIONS)  # F1 vs ratio + collapse over training per compressor variant
+    assert len(figures) == 1 + len(ABLATIONS) + len(encoders)  # F1 vs ratio + collapse over training per compressor
     ratio = figures[0]["data"]["application/vnd.plotly.v1+json"]
-    assert {t["name"] for t in ratio["data"]} == {*ABLATIONS, "zero-shot truncate", "trained truncate", "zero-shot select", "trained select"}
+    assert {t["name"] for t in ratio["data"]} == {*ABLATIONS, *encoders, "zero-shot truncate", "trained truncate", "zero-shot select", "trained select"}
     assert (tmp_path / "04_ablations.html").is_file()
     # executing again reuses every finished run instead of retraining
     stamp = (pretrained / "metrics.json").stat().st_mtime_ns

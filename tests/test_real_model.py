@@ -67,7 +67,7 @@ def test_doctor_on_the_real_model(smol, dev):
 
 
 def test_answer_length_diagnosis_on_real_dev(smol, dev):
-    from seqcomp.diagnose import answer_length_report
+    from seqcomp.answer_lengths import answer_length_report
 
     report = answer_length_report(dev.examples, smol.tokenizer, "smollm2", "validation")
     assert report.n_questions == 10570 and report.n_answers == 34726

@@ -43,6 +43,11 @@ def _comparable(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "seconds"}
 
 
+def _losses(rows: list[dict], after: int) -> dict[int, dict]:
+    """Every loss term of the training steps after ``after``, by step."""
+    return {r["step"]: {k: v for k, v in r.items() if k.startswith("loss_")} for r in rows if r["step"] > after}
+
+
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     sets = [x for s in SETTINGS for x in ("--set", s)]
     full = tmp_path / "full"
@@ -74,6 +79,11 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
 
     full_train, resumed_train = _rows(full, "train"), _rows(killed, "train")
     assert [r["step"] for r in resumed_train] == list(range(1, TOTAL_STEPS + 1))
+    # the steps trained after the resume point give exactly the losses of the uninterrupted run
+    resumed_losses = _losses(resumed_train, after=saved["step"])
+    assert sorted(resumed_losses) == list(range(saved["step"] + 1, TOTAL_STEPS + 1))
+    assert all({"loss_total", "loss_ce"} <= set(terms) for terms in resumed_losses.values())
+    assert resumed_losses == _losses(full_train, after=saved["step"])
     assert [_comparable(r) for r in resumed_train] == [_comparable(r) for r in full_train]  # bit-for-bit
     assert [_comparable(r) for r in _rows(killed, "eval")] == [_comparable(r) for r in _rows(full, "eval")]
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (full, killed)]

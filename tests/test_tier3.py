@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -86,19 +87,20 @@ def test_pretraining_rows_follow_the_mix_and_cut_the_passage(tiny):
     from seqcomp.synthetic import key_recall_examples
 
     examples = key_recall_examples(12, seed=0)
+    passages = list(dict.fromkeys(e.context for e in examples))[:8]
     for ratio, task in ((1.0, RECONSTRUCT), (0.0, CONTINUE)):
         cfg = apply_overrides(get_preset("tiny"), {"pretrain.passages": 8, "pretrain.reconstruction_ratio": ratio,
                                                   "pretrain.target_tokens": 6})
-        rows = pretrain_rows(tiny, examples, cfg, torch.Generator().manual_seed(0))
+        rows = pretrain_rows(tiny, passages, cfg, torch.Generator().manual_seed(0))
         assert len(rows) == 8 and {r.task for r in rows} == {task}
-        for row, context in zip(rows, dict.fromkeys(e.context for e in examples)):
+        for row, context in zip(rows, passages):
             ids = text_ids(tiny.tokenizer, context)
             if task == RECONSTRUCT:
-                assert row.source.context == context and row.target == tuple(ids[:6])
+                assert row.text == context and row.target == tuple(ids[:6])
             else:  # the compressor reads the start, the target is what follows it
                 cut = len(ids) - len(row.target) if len(ids) - 6 >= len(ids) // 2 else len(ids) // 2
                 assert row.target == tuple(ids[cut: cut + 6]) and len(row.target) > 0
-                assert context.startswith(row.source.context.strip()[:10])
+                assert context.startswith(row.text.strip()[:10])
 
 
 def test_pretraining_lowers_its_loss_and_qa_training_starts_from_it(tmp_path, tiny):
@@ -115,3 +117,77 @@ def test_pretraining_lowers_its_loss_and_qa_training_starts_from_it(tmp_path, ti
     assert 0 < metrics["pretrain_rows"] <= 64 and 0 < metrics["pretrain_reconstruction"] < metrics["pretrain_rows"]
     assert metrics["pretrain_steps"] == len(rows)
     assert (tmp_path / "run" / "checkpoints" / "pretrained.safetensors").is_file()
+
+
+PRETRAIN_SETTINGS = {"data.n_train": 32, "data.n_test": 8, "data.n_select": 4, "pretrain.passages": 32,
+                     "pretrain.epochs": 2, "pretrain.target_tokens": 6, "train.save_every": 1}
+
+
+def _history(run, name: str) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (run / name).read_text().splitlines()]
+
+
+def _interrupt_at(monkeypatch, module, name: str, call: int) -> None:
+    """Make ``module.name`` raise KeyboardInterrupt at its ``call``-th call (a run killed there)."""
+    real, calls = getattr(module, name), []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapped)
+
+
+@pytest.mark.parametrize("where", ["pretrain", "train"])
+def test_resume_inside_either_stage_equals_the_uninterrupted_run(tmp_path, tiny, monkeypatch, where):
+    """Pretraining runs in the one training loop: a run stopped in pretraining resumes there; one stopped in
+    fine-tuning resumes there without redoing pretraining; both end exactly like the uninterrupted run."""
+    import seqcomp.pretrain
+    import seqcomp.trainer
+
+    cfg = apply_overrides(get_preset("tiny"), PRETRAIN_SETTINGS)
+    full = train(cfg, tmp_path / "full", lm=tiny, progress=False)
+    with monkeypatch.context() as patch:
+        if where == "pretrain":  # 32 passages, batch 8, 2 epochs: stop in the middle of the second epoch
+            _interrupt_at(patch, seqcomp.pretrain, "pretrain_batch_loss", 6)
+        else:
+            _interrupt_at(patch, seqcomp.trainer, "step_losses", 3)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "cut", lm=tiny, progress=False)
+    if where == "train":  # fine-tuning resumes without running pretraining again
+        _interrupt_at(monkeypatch, seqcomp.pretrain, "pretrain_batch_loss", 1)
+    resumed = train(cfg, tmp_path / "cut", lm=tiny, progress=False, resume=True)
+    for name in ("pretrain_history.jsonl", "history.jsonl"):
+        assert _history(tmp_path / "cut", name) == _history(tmp_path / "full", name)
+    same = lambda m: {k: v for k, v in m.items() if k != "train_seconds"}  # noqa: E731
+    assert same(resumed) == same(full)
+
+
+def test_pretraining_prefixes_come_from_the_one_layout_function_with_a_task_vector_each(tiny):
+    from seqcomp.layout import build_prefix
+    from seqcomp.pretrain import CONTINUE, RECONSTRUCT, PretrainRow, pretrain_batch_loss, pretrain_prefixes
+
+    cfg = apply_overrides(get_preset("tiny"), {"pretrain.passages": 4, "compressor.kind": "pool", "pretrain.m": 2})
+    system = CompressionSystem(cfg, tiny)
+    rows = [PretrainRow(RECONSTRUCT, "The key is red.", (5, 6)), PretrainRow(CONTINUE, "The key is", (7,))]
+    prefixes = pretrain_prefixes(tiny, system, rows, cfg)
+    for prefix, row in zip(prefixes, rows):
+        assert [s.name for s in prefix] == ["compressed", "task", "bos"]
+        assert prefix[0].vectors.shape[0] == 2  # pretrain.m slots, not compressor.m
+        assert prefix[1].vectors is system.task_vectors[row.task]
+        layout = dataclasses.replace(cfg.layout, question_as_text=False, anchor="")
+        assert [s.name for s in build_prefix(tiny.tokenizer, layout, prefix[:2], "")] == [s.name for s in prefix]
+    parts = pretrain_batch_loss(tiny, system, rows, cfg)
+    parts["total"].backward()
+    assert all(system.task_vectors[t].grad is not None for t in (RECONSTRUCT, CONTINUE))
+    assert system.soft_anchor is None or system.soft_anchor.grad is None
+    # fine-tuning never updates the task vectors
+    assert not any(p is system.task_vectors[RECONSTRUCT] for p in system.trainable_parameters())
+
+
+def test_pretraining_at_another_m_only_for_pool_and_encoder(tmp_path, tiny):
+    cfg = apply_overrides(get_preset("tiny"), {**PRETRAIN_SETTINGS, "pretrain.m": 2})  # tiny: a query compressor
+    with pytest.raises(ValueError, match="pretrain.m=2: compressor.kind 'query'"):
+        train(cfg, tmp_path / "run", lm=tiny, progress=False)

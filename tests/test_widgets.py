@@ -22,7 +22,7 @@ NOTEBOOK = REPO / "notebooks" / "inspect_run.ipynb"
 @pytest.fixture(scope="session")
 def run_dirs(tmp_path_factory, tiny) -> dict[str, Path]:
     """A trained run (with compressed slots and history) and a text baseline on the same 8 test questions."""
-    from seqcomp.baseline_runs import run_baseline
+    from seqcomp.baselines import run_baseline
     from seqcomp.config import apply_overrides
     from seqcomp.presets import get_preset
     from seqcomp.trainer import train

@@ -1,7 +1,8 @@
-"""Training dashboard: follow ``history.jsonl`` of a (possibly still running) training run.
+"""Training dashboard: follow the history of a (possibly still running) training run.
 
-The trainer appends one JSON line per step and per evaluation, so re-reading the file is all a live view
-needs; ``refresh()`` does that and swaps the new figures into ``go.FigureWidget``s in place.
+The trainer appends one JSON line per step and per evaluation (and, for a run with a pretraining stage, one per
+pretraining step to its own file first), so re-reading the run folder's histories is all a live view needs;
+``refresh()`` does that and swaps the new figures into ``go.FigureWidget``s in place.
 """
 
 from __future__ import annotations
@@ -13,24 +14,30 @@ from pathlib import Path
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from seqcomp.runs import read_jsonl
+from seqcomp.runs import RunFolder
 
-from .figures import collapse_over_training_figure, training_figure
+from .figures import collapse_over_training_figure, pretraining_figure, training_figure
 from .live import replace_figure
 
 
 class TrainingDashboard:
-    """Loss/lr/selection curves and collapse diagnostics of one run folder, refreshed on demand or by a thread."""
+    """Loss/lr/selection curves and collapse diagnostics of one run folder, refreshed on demand or by a thread;
+    the pretraining losses too (in their own panel, shown only when the run has a pretraining stage)."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(self.run_dir)
         self.history: list[dict] = []
+        self.pretrain_history: list[dict] = []
         self.status = w.HTML()
         self.refresh_button = w.Button(description="refresh", icon="refresh")
+        self.pretraining = go.FigureWidget()
+        self.pretraining_panel = w.VBox([self.pretraining], layout=w.Layout(display="none"))
         self.training = go.FigureWidget()
         self.collapse = go.FigureWidget()
         self.refresh_button.on_click(lambda _b: self.refresh())
-        self.widget = w.VBox([w.HBox([self.refresh_button, self.status]), self.training, self.collapse])
+        self.widget = w.VBox([w.HBox([self.refresh_button, self.status]), self.pretraining_panel, self.training,
+                              self.collapse])
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refresh()
@@ -41,18 +48,22 @@ class TrainingDashboard:
 
     @property
     def finished(self) -> bool:
-        """metrics.json is written last by the trainer, so its presence means training (and test eval) ended."""
-        return (self.run_dir / "metrics.json").is_file()
+        """The trainer writes the metrics last, so their presence means training (and test eval) ended."""
+        return self.folder.finished
 
     def refresh(self) -> int:
-        """Re-read history.jsonl and update the live figures; returns the number of history rows."""
-        self.history = read_jsonl(self.run_dir / "history.jsonl")
+        """Re-read the histories and update the live figures; returns the number of (QA training) history rows."""
+        self.pretrain_history = self.folder.read_history("pretrain")
+        self.history = self.folder.read_history("train")
+        replace_figure(self.pretraining, pretraining_figure(self.pretrain_history))
+        self.pretraining_panel.layout.display = None if self.pretrain_history else "none"
         replace_figure(self.training, training_figure(self.history, self.title))
         replace_figure(self.collapse, collapse_over_training_figure(self.history))
         steps = [h["step"] for h in self.history if h.get("kind") == "train"]
         state = "finished" if self.finished else "running (or stopped early)"
-        self.status.value = (f"{len(self.history)} history rows, last train step {max(steps) if steps else '-'}; "
-                             f"{state}; read {time.strftime('%H:%M:%S')}")
+        pretrain = f"{len(self.pretrain_history)} pretraining rows, " if self.pretrain_history else ""
+        self.status.value = (f"{pretrain}{len(self.history)} history rows, last train step "
+                             f"{max(steps) if steps else '-'}; {state}; read {time.strftime('%H:%M:%S')}")
         return len(self.history)
 
     def static_figure(self) -> go.Figure:
@@ -61,6 +72,10 @@ class TrainingDashboard:
 
     def static_collapse_figure(self) -> go.Figure:
         return collapse_over_training_figure(self.history)
+
+    def static_pretraining_figure(self) -> go.Figure:
+        """The pretraining losses as a plain figure (empty when the run has no pretraining stage)."""
+        return pretraining_figure(self.pretrain_history)
 
     def watch(self, interval_s: float = 5.0, until_finished: bool = True) -> threading.Thread:
         """Refresh every ``interval_s`` seconds in a daemon thread (stops with ``stop()`` or when finished)."""

@@ -1,7 +1,8 @@
 """Pure figures over compressed vectors (``compressed.safetensors``): the collapse and scale picture.
 
 Shapes follow the run folder: ``slots`` is [N, M, D] (N test questions, M slots, D the LM's hidden size).
-PCA is a centred SVD in torch so no extra dependency is needed.
+PCA is a centred SVD in torch so no extra dependency is needed. The collapse numbers in the titles (mean
+cross-input and within-sequence cosine, RMS ratio) are ``seqcomp.collapse``' own, the ones training records.
 """
 
 from __future__ import annotations
@@ -11,23 +12,16 @@ from typing import Any, Sequence
 
 import plotly.graph_objects as go
 import torch
-from safetensors.torch import load_file
+
+from seqcomp.collapse import cross_input_cosine, rms, within_sequence_cosine
+from seqcomp.runs import RunFolder
 
 COSINE_SCALE = "RdBu_r"
 
 
 def load_compressed(run_dir: str | Path) -> tuple[torch.Tensor, list[str], float]:
     """(slots [N, M, D], the N question ids in order, token-embedding RMS) of a trained run folder."""
-    run_dir = Path(run_dir)
-    path = run_dir / "compressed.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: only trained runs with a compressor save compressed slots")
-    tensors = load_file(str(path))
-    ids = [line for line in (run_dir / "compressed_ids.txt").read_text(encoding="utf-8").splitlines() if line]
-    slots = tensors["slots"].float()
-    if len(ids) != slots.shape[0]:
-        raise ValueError(f"{run_dir}: {len(ids)} ids in compressed_ids.txt but {slots.shape[0]} compressed sequences")
-    return slots, ids, float(tensors["embedding_rms"])
+    return RunFolder(run_dir).read_compressed()
 
 
 def _check_slots(slots: torch.Tensor) -> torch.Tensor:
@@ -112,13 +106,13 @@ def nearest_tokens(slots: torch.Tensor, embedding_table: torch.Tensor, tokenizer
     return out
 
 
-def _cosine_heatmap(unit: torch.Tensor, labels: list[str], title: str, axis: str) -> go.Figure:
+def _cosine_heatmap(unit: torch.Tensor, labels: list[str], title: str, axis: str, mean_off_diagonal: float
+                    ) -> go.Figure:
     sim = (unit @ unit.T).clamp(-1, 1)
     fig = go.Figure(go.Heatmap(z=sim.tolist(), x=labels, y=labels, zmin=-1, zmax=1, colorscale=COSINE_SCALE,
                                colorbar={"title": "cosine"},
                                hovertemplate=axis + " %{y} vs %{x}: %{z:.3f}<extra></extra>"))
-    off = sim[~torch.eye(sim.shape[0], dtype=torch.bool)]
-    mean = f"mean off-diagonal {float(off.mean()):.3f}" if off.numel() else "one item"
+    mean = f"mean off-diagonal {mean_off_diagonal:.3f}" if sim.shape[0] > 1 else "one item"
     fig.update_layout(title=f"{title}<br><sup>{mean}</sup>", xaxis_title=axis, yaxis_title=axis,
                       yaxis_autorange="reversed", height=450, width=520)
     return fig
@@ -131,7 +125,8 @@ def slot_cosine_heatmap(slots: torch.Tensor, index: int) -> go.Figure:
         raise IndexError(f"sequence index {index} out of range for {slots.shape[0]} sequences")
     unit = torch.nn.functional.normalize(slots[index], dim=-1)
     return _cosine_heatmap(unit, [str(j) for j in range(slots.shape[1])],
-                           f"Slot-vs-slot cosine within sequence {index}", "slot")
+                           f"Slot-vs-slot cosine within sequence {index}", "slot",
+                           within_sequence_cosine(slots[index: index + 1]))
 
 
 def cross_input_cosine_heatmap(slots: torch.Tensor, labels: Sequence[str] | None = None) -> go.Figure:
@@ -139,7 +134,8 @@ def cross_input_cosine_heatmap(slots: torch.Tensor, labels: Sequence[str] | None
     slots = _check_slots(slots)
     unit = torch.nn.functional.normalize(slots.reshape(slots.shape[0], -1), dim=-1)
     names = list(labels) if labels is not None else [str(i) for i in range(slots.shape[0])]
-    return _cosine_heatmap(unit, names, "Cross-input cosine of whole compressed sequences", "input")
+    return _cosine_heatmap(unit, names, "Cross-input cosine of whole compressed sequences", "input",
+                           cross_input_cosine(slots))
 
 
 def _vector_rms(x: torch.Tensor) -> torch.Tensor:
@@ -152,12 +148,13 @@ def rms_histogram(slots: torch.Tensor, embedding_table: torch.Tensor, bins: int 
     The LM only ever saw vectors on the token-embedding scale; compressed slots far outside that range
     are out of distribution regardless of direction.
     """
-    comp, emb = _vector_rms(_check_slots(slots)), _vector_rms(embedding_table)
+    slots = _check_slots(slots)
+    comp, emb = _vector_rms(slots), _vector_rms(embedding_table)
     fig = go.Figure()
     for values, name in ((emb, f"token embeddings ({emb.numel()})"), (comp, f"compressed slots ({comp.numel()})")):
         fig.add_trace(go.Histogram(x=values.tolist(), name=name, histnorm="probability", opacity=0.6,
                                    nbinsx=bins))
-    ratio = float(comp.pow(2).mean().sqrt() / emb.pow(2).mean().sqrt())
+    ratio = rms(slots) / rms(embedding_table.detach())
     fig.update_layout(barmode="overlay", title=f"Per-vector RMS: compressed vs token embeddings<br>"
                       f"<sup>overall RMS ratio {ratio:.2f}</sup>", xaxis_title="RMS of one vector",
                       yaxis_title="fraction of vectors", height=450,

@@ -21,10 +21,11 @@ from .rows import (answer_type, articles, filter_predictions, first_token_table,
 
 __all__ = ["answer_type", "articles", "collapse_over_training_figure", "cross_input_cosine_heatmap",
            "embedding_2d_figure", "filter_predictions", "first_token_table", "join_predictions", "load_compressed",
-           "metrics_figure", "metrics_table", "nearest_tokens", "pca_2d", "rms_histogram", "run_labels",
-           "slot_cosine_heatmap", "table_html", "token_logprob_html", "training_figure", "budget_figure"]
+           "loss_terms", "metrics_figure", "metrics_table", "nearest_tokens", "pca_2d", "pretraining_figure",
+           "rms_histogram", "run_labels", "slot_cosine_heatmap", "table_html", "token_logprob_html", "training_figure",
+           "budget_figure"]
 
-LOSS_TERMS = ("loss_total", "loss_ce", "loss_first_token", "loss_kd", "loss_k_token")
+LOSS_PREFIX = "loss_"  # the trainer logs every loss term as loss_<term>
 EVAL_TERMS = (("select_f1", "select F1"), ("select_em", "select EM"),
               ("select_first_token_accuracy", "select first-token acc."))
 
@@ -38,20 +39,31 @@ def _series(rows: Sequence[dict], key: str, scale: float = 1.0) -> tuple[list, l
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def loss_terms(rows: Sequence[dict]) -> list[str]:
+    """Every ``loss_*`` key the rows hold, ``loss_total`` first, then in the order the trainer logged them: the
+    terms come from the history itself, so a new loss lever is plotted without touching the widgets."""
+    keys = dict.fromkeys(k for r in rows for k in r if k.startswith(LOSS_PREFIX))
+    return sorted(keys, key=lambda k: k != f"{LOSS_PREFIX}total")
+
+
+def _add_losses(fig: go.Figure, rows: Sequence[dict], **where) -> None:
+    for key in loss_terms(rows):
+        x, y = _series(rows, key)
+        if x:
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=key.removeprefix(LOSS_PREFIX),
+                                     legendgroup="loss"), **where)
+
+
 def training_figure(history: Sequence[dict], title: str = "Training") -> go.Figure:
     """Loss terms, learning rate and selection-slice EM/F1 against step, stacked on a shared x axis.
 
-    Only loss terms present in the history are drawn (KD and k-token losses are optional); first-token
+    Every loss term the train rows hold is drawn (which ones depends on the config's loss levers); first-token
     accuracy is converted to percent so it shares the EM/F1 axis.
     """
     train, evals = _rows(history, "train"), _rows(history, "eval")
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.45, 0.2, 0.35],
                         subplot_titles=("Loss terms (train batches)", "Learning rate", "Selection slice (%)"))
-    for key in LOSS_TERMS:
-        x, y = _series(train, key)
-        if x:
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=key.removeprefix("loss_"),
-                                     legendgroup="loss"), row=1, col=1)
+    _add_losses(fig, train, row=1, col=1)
     x, y = _series(train, "lr")
     if x:
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="lr", line={"color": "#888"}), row=2, col=1)
@@ -65,6 +77,16 @@ def training_figure(history: Sequence[dict], title: str = "Training") -> go.Figu
     fig.update_yaxes(title_text="lr", exponentformat="e", row=2, col=1)
     fig.update_yaxes(title_text="%", row=3, col=1)
     fig.update_layout(title=title, height=650, legend={"tracegroupgap": 30}, margin={"t": 80})
+    return fig
+
+
+def pretraining_figure(history: Sequence[dict], title: str = "Pretraining (reconstruction + continuation)"
+                       ) -> go.Figure:
+    """The loss terms of the pretraining stage (``pretrain_history.jsonl``, rows of kind "pretrain") against its
+    own step count, which restarts at 1 before QA training."""
+    fig = go.Figure()
+    _add_losses(fig, _rows(history, "pretrain"))
+    fig.update_layout(title=title, xaxis_title="pretraining step", yaxis_title="loss", height=380, margin={"t": 80})
     return fig
 
 
@@ -111,7 +133,7 @@ def metrics_figure(runs: Sequence[Run], title: str = "Test-slice EM and F1 (95% 
 
 def ratio_figure(rows: Sequence[dict], title: str = "F1 vs compression ratio (95% bootstrap CI)") -> go.Figure:
     """F1 against compression ratio (context tokens per slot), one line per variant; ``rows`` as written by
-    ``seqcomp.notebooks.ablation_row`` (variant, ratio, f1, f1_ci). A variant without a ratio (the full-text
+    ``seqcomp.experiments.ablation_row`` (variant, ratio, f1, f1_ci). A variant without a ratio (the full-text
     path) is drawn as a horizontal reference line."""
     fig = go.Figure()
     variants = list(dict.fromkeys(r["variant"] for r in rows))
@@ -136,7 +158,7 @@ def ratio_figure(rows: Sequence[dict], title: str = "F1 vs compression ratio (95
 
 def budget_figure(rows: Sequence[dict], title: str = "F1 vs training questions (95% bootstrap CI)") -> go.Figure:
     """F1 against the number of training questions, one line per system; ``rows`` as written by
-    ``seqcomp.notebooks.budget_rows`` (system, n_train, f1, f1_ci). Shows where a reference path saturates, so a
+    ``seqcomp.experiments.budget_rows`` (system, n_train, f1, f1_ci). Shows where a reference path saturates, so a
     comparison at a smaller budget is not read as a result."""
     fig = go.Figure()
     for system in dict.fromkeys(r["system"] for r in rows):

@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any, Sequence
 
+from seqcomp.metrics import percent
 from seqcomp.runs import Run
 
 PER_RUN_FIELDS = ("prediction", "em", "f1", "first_top5", "tokens", "token_logprobs", "first_token",
@@ -147,7 +148,7 @@ def metrics_table(runs: Sequence[Run]) -> list[dict]:
         rows.append({"run": label, "system": m.get("system", run.config.get("kind", "")), "n": m.get("n"),
                      "exact_match": m.get("exact_match"), "exact_match_ci": m.get("exact_match_ci"),
                      "f1": m.get("f1"), "f1_ci": m.get("f1_ci"),
-                     "first_token_accuracy": None if fta is None else 100.0 * fta,
+                     "first_token_accuracy": percent(fta),
                      "mean_pred_tokens": m.get("mean_pred_tokens")})
     return rows
 

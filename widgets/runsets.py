@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seqcomp.runs import Run, load_run
+from seqcomp.runs import Run, finished_runs, load_run, project_root
 
 
 def resolve_run_dir(run_dir: str | Path, start: Path | None = None) -> Path:
@@ -13,16 +13,15 @@ def resolve_run_dir(run_dir: str | Path, start: Path | None = None) -> Path:
     path = Path(run_dir)
     if path.is_absolute() or path.exists():
         return path
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / path).exists():
-            return folder / path
-    raise FileNotFoundError(f"run folder '{run_dir}' not found from {here} or any project root above it")
+    root = project_root(start)
+    if (root / path).exists():
+        return root / path
+    raise FileNotFoundError(f"run folder '{run_dir}' not found in {Path.cwd()} or the project root {root}")
 
 
 def comparison_runs(run: Run) -> list[Run]:
     """Finished sibling run folders that answered at least one of ``run``'s test questions (by id)."""
     ids = {p["id"] for p in run.predictions}
     own = run.path.resolve()
-    siblings = sorted(p.parent for p in own.parent.glob("*/metrics.json") if p.parent.resolve() != own)
+    siblings = [f.path for f in finished_runs(own.parent, recursive=False) if f.path.resolve() != own]
     return [r for r in map(load_run, siblings) if ids & {p["id"] for p in r.predictions}]

@@ -41,7 +41,7 @@ def lab_root(tmp_path_factory, tiny) -> Path:
     """A folder with a trained tiny run, a baseline beside it, and the notebook parameterised to the run."""
     import papermill
 
-    from seqcomp.baseline_runs import run_baseline
+    from seqcomp.baselines import run_baseline
     from seqcomp.config import apply_overrides
     from seqcomp.presets import get_preset
     from seqcomp.trainer import train

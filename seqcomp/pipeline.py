@@ -1,8 +1,5 @@
-"""Notebooks as batch jobs: papermill execution, offline HTML, the 01 -> 02 -> 03 pipeline and sweeps.
-
-Also the few helpers the notebooks share (parameters -> config overrides, where outputs go, small tables),
-so the notebooks stay thin and every system in them is configured, and compared, the same way.
-"""
+"""Notebooks as batch jobs: papermill execution with checked parameters, offline HTML, the 01 -> 02 -> 03 pipeline
+that ``make demo`` runs (``seqcomp pipeline``), its summary, and parameter sweeps (``seqcomp sweep``)."""
 
 from __future__ import annotations
 
@@ -13,10 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import ExperimentConfig, flat_keys, from_dict
-from .demo import baseline_table
-from .presets import get_preset
-from .runs import Run, atomic_write_text, safe_relative_path, write_json
+from .metrics import results_table
+from .runs import atomic_write_text, finished_runs, safe_relative_path, write_json
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 PIPELINE = ("01_diagnosis.ipynb", "02_tier1_fixes.ipynb", "03_retraining.ipynb")
@@ -31,144 +26,6 @@ class NotebookParameterError(ValueError):
 class NotebookFailed(RuntimeError):
     """A cell raised; the message is one line naming the notebook, the cell and the error."""
 
-
-# ---- helpers the notebooks call ---------------------------------------------------------------------------
-
-def experiment_overrides(model: str, data: str | None, n_train: int, n_eval: int, n_select: int, m: int,
-                         epochs: int, seed: int, batch_size: int, precision: str) -> dict[str, Any]:
-    """The notebook parameters as config overrides shared by every system, so all answer the same questions
-    (the test slice depends on data, seed, n_eval and n_select). The tiny model runs in fp32 with the
-    ``tiny`` preset's small compressor."""
-    tiny = get_preset("tiny") if model == "tiny" else None
-    return {"model.name": model, "model.precision": "fp32" if tiny else precision, "data.source": data,
-            "data.n_train": n_train, "data.n_test": n_eval, "data.n_select": n_select, "data.seed": seed,
-            "compressor.m": m, "train.epochs": epochs, "train.batch_size": batch_size, "train.seed": seed,
-            **({"compressor.width": tiny.compressor.width, "data.max_source_tokens": tiny.data.max_source_tokens,
-                "compressor.source_layer": 1} if tiny else {})}
-
-
-def generation_fixes(diagnosis: dict) -> dict[str, int]:
-    """Tier 1 fix 1 from the diagnosis: generate the recommended length and train on shorter answers."""
-    n = int(diagnosis["recommended_max_new_tokens"])
-    return {"generation.max_new_tokens": n, "data.max_answer_tokens": max(1, n - 1)}
-
-
-def project_path(path: str | Path, start: Path | None = None) -> Path:
-    """``path`` if absolute, else under the project root (the first folder up holding pyproject.toml):
-    a notebook opened in JupyterLab runs in ``notebooks/`` but writes to the same ``runs/`` as the CLI."""
-    path = Path(path)
-    if path.is_absolute():
-        return path
-    path = safe_relative_path(str(path), "out_dir")
-    here = (start or Path.cwd()).resolve()
-    root = next((f for f in (here, *here.parents) if (f / "pyproject.toml").is_file()), here)
-    return root / path
-
-
-def read_output(path: Path, made_by: str) -> dict | list:
-    """A JSON file an earlier notebook wrote; missing means that notebook has not run with this out_dir."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} is missing: run {made_by} first with the same out_dir")
-    return json.loads(Path(path).read_text())
-
-
-def validation_examples(data) -> list:
-    """The questions the answer-length diagnosis counts: all of SQuAD dev, or the synthetic eval pool."""
-    import dataclasses
-
-    from .slices import SYNTHETIC, eval_slices
-
-    if data.source == SYNTHETIC:
-        select, test, _ = eval_slices(dataclasses.replace(data, select_on_test=False))
-        return [*select, *test]
-    from .data import load_squad
-
-    return list(load_squad(data.source, "validation").examples)
-
-
-def load_matching_run(path: Path, config: ExperimentConfig, made_by: str) -> Run:
-    """A run an earlier notebook trained, checked to be exactly ``config`` (name aside) before it is reused."""
-    from .runs import load_run
-
-    if not (Path(path) / "metrics.json").is_file():
-        raise FileNotFoundError(f"{path} is not a finished run: run {made_by} first with the same parameters")
-    run = load_run(path)
-    differ = config_differences(run.config, config)
-    if differ:
-        raise ValueError(f"{path} was trained with other settings ({', '.join(differ)}); rerun {made_by} with "
-                         "the same parameters as this notebook")
-    return run
-
-
-def check_same_questions(runs: Sequence[Run]) -> None:
-    """Systems are only comparable on the same test questions (same data, seed, n_eval and n_select)."""
-    first = [p["id"] for p in runs[0].predictions]
-    for run in runs[1:]:
-        if [p["id"] for p in run.predictions] != first:
-            raise ValueError(f"{run.path} answered other test questions than {runs[0].path}; rerun the "
-                             "notebooks with the same data, seed, n_eval and n_select")
-
-
-def train_or_reuse(config: ExperimentConfig, folder: Path, lm, allow_failed_checks: bool = False) -> Run:
-    """A notebook's training step: reuse the finished run in ``folder`` if it was trained with exactly
-    ``config``, resume it if it was interrupted with that config, else train it (replacing a run trained with
-    other parameters). Re-executing a notebook thus picks up where it stopped and never mixes settings."""
-    from .checkpoint import STATE_FILE
-    from .runs import load_run
-    from .trainer import train
-
-    folder = Path(folder)
-    same = (folder / "config.json").is_file() and not config_differences(
-        json.loads((folder / "config.json").read_text()), config)
-    if same and (folder / "metrics.json").is_file():
-        return load_run(folder)
-    resume = same and (folder / "checkpoints" / STATE_FILE).is_file()
-    train(config, folder, lm=lm, allow_failed_checks=allow_failed_checks, progress=False, resume=resume,
-          overwrite=not resume and (folder / "config.json").is_file())
-    return load_run(folder)
-
-
-def config_differences(run_config: dict, config: ExperimentConfig) -> list[str]:
-    """The dotted keys (name aside) where a run folder's ``config.json`` differs from ``config``."""
-    theirs, ours = flat_keys(from_dict(run_config["experiment"])), flat_keys(config)
-    return sorted(k for k in ours if k != "name" and theirs.get(k) != ours[k])
-
-
-def slug(name: str) -> str:
-    """A folder name for a display name: ``"+ first-token CE + KD (tier2)"`` -> ``first-token-ce-kd-tier2``."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def compression_ratio(lm, examples: Sequence, m: int, max_source_tokens: int) -> float:
-    """Mean context tokens the compressor reads (capped at ``max_source_tokens``) per compressed slot."""
-    from .layout import text_ids
-
-    lengths = [min(len(text_ids(lm.tokenizer, e.context)), max_source_tokens) for e in examples]
-    return sum(lengths) / len(lengths) / m
-
-
-def ablation_row(variant: str, m: int, ratio: float, run: Run) -> dict:
-    """One row of the ablation table: the run's test metrics and final collapse diagnostics."""
-    keys = ("n", "exact_match", "exact_match_ci", "f1", "f1_ci", "first_token_accuracy", "train_seconds", "seconds")
-    diag = {k: run.diagnostics[k] for k in ("cross_input_cosine", "within_sequence_cosine", "effective_rank",
-                                            "rms_ratio") if k in run.diagnostics}
-    return {"variant": variant, "m": m, "ratio": None if ratio is None else round(ratio, 2),
-            **{k: run.metrics[k] for k in keys if k in run.metrics}, **diag}
-
-
-def examples_table(joined: Sequence[dict]) -> list[dict]:
-    """Rows of ``widgets.join_predictions`` as question, gold and each run's answer with its F1."""
-    return [{"question": r["question"], "gold": " | ".join(r["golds"]),
-             **{label: f"{e['prediction']!r} (F1 {100 * e['f1']:.0f})" for label, e in r["per_run"].items()}}
-            for r in joined]
-
-
-def doctor_failures(run: Run) -> list[str]:
-    """The names of the doctor checks a trained run failed (``doctor.json``)."""
-    return [c["name"] for c in json.loads((run.path / "doctor.json").read_text()) if not c["passed"]]
-
-
-# ---- executing notebooks ----------------------------------------------------------------------------------
 
 def parse_value(text: str) -> Any:
     """A ``-p`` value the way papermill's CLI reads it: None, true/false, int, float, a JSON list
@@ -282,32 +139,14 @@ def render_html(executed: Path, no_input: bool = False) -> Path:
     return html
 
 
-# ---- pipeline, summaries, sweeps --------------------------------------------------------------------------
-
 def collect_metrics(root: Path) -> list[dict]:
     """One row per finished run folder under ``root`` (config.json + metrics.json), labelled by its path."""
     rows = []
-    for path in sorted(Path(root).rglob("metrics.json")):
-        if (path.parent / "config.json").is_file():
-            m = json.loads(path.read_text())
-            rows.append({**m, "system": path.parent.relative_to(root).as_posix(), "name": m["system"],
+    for run in finished_runs(root):
+        if run.started:
+            m = run.read_metrics()
+            rows.append({**m, "system": run.path.relative_to(root).as_posix(), "name": m["system"],
                          "seconds": m.get("seconds", m.get("train_seconds"))})
-    return rows
-
-
-def budget_rows(root: Path) -> list[dict]:
-    """One row per finished trained run under ``root``: its config name, training questions and test metrics (the
-    points of ``widgets.budget_figure``). Runs must share their test questions to be compared; the caller checks."""
-    keys = ("n", "exact_match", "exact_match_ci", "f1", "f1_ci", "mean_pred_tokens", "train_seconds")
-    rows = []
-    for path in sorted(Path(root).rglob("metrics.json")):
-        metrics = json.loads(path.read_text())
-        config = json.loads((path.parent / "config.json").read_text())
-        if config.get("kind") == "trained" and "n_train" in metrics:
-            bos = config["experiment"]["layout"]["bos"]
-            rows.append({"system": config["name"] + ("" if bos else " (no BOS)"), "n_train": metrics["n_train"],
-                         "run": path.parent.name,
-                         **{k: metrics[k] for k in keys if k in metrics}})
     return rows
 
 
@@ -356,7 +195,7 @@ def run_pipeline(out: Path, parameters: dict[str, Any], no_input: bool = False) 
     times = "\n".join(f"| {t['notebook']} | {t['seconds']} | {Path(t['html']).name} |" for t in timings)
     atomic_write_text(out / "summary.md", (
         f"# seqcomp pipeline\n\nparameters: `{json.dumps(parameters)}`\n\n{summary['budget_note']}\n\n"
-        f"{baseline_table(summary['runs'])}\n\n"
+        f"{results_table(summary['runs'])}\n\n"
         f"| notebook | seconds | HTML |\n|---|---|---|\n{times}\n\ntotal: {summary['total_seconds']} s\n"))
     return summary
 
@@ -418,7 +257,7 @@ def run_sweep(target: str, grid: dict[str, list], out: Path, parameters: dict[st
     sweep = {"target": target, "grid": grid, "parameters": parameters, "points": done, "runs": rows}
     write_json(out / "sweep.json", sweep)
     atomic_write_text(out / "sweep.md", f"# seqcomp sweep: {target}\n\ngrid: `{json.dumps(grid)}`\n\n"
-                      f"{baseline_table(rows)}\n")
+                      f"{results_table(rows)}\n")
     return sweep
 
 

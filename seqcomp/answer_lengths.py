@@ -1,7 +1,7 @@
 """The answer-length diagnosis (diagnosis.md, Issue 1): do gold answers fit in ``max_new_tokens``?
 
 Lengths are counted in the model's own tokens, the way the answer follows the anchor
-(``layout.answer_prefix + text``), so the recommendation is exact for that tokenizer.
+(``seqcomp.prompts.answer_text``), so the recommendation is exact for that tokenizer.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import LayoutConfig
 from .data import SquadExample
+from .prompts import answer_text
 
 THRESHOLDS = (12, 20, 32, 64)
 
@@ -70,7 +71,7 @@ def answer_length_report(examples: Sequence[SquadExample], tokenizer, model_name
                          layout: LayoutConfig | None = None, n_samples: int = 5) -> AnswerLengthReport:
     layout = layout or LayoutConfig()
     answers = [a for ex in examples for a in ex.answers]
-    encoded = tokenizer([layout.answer_prefix + a.strip() for a in answers], add_special_tokens=False)["input_ids"]
+    encoded = tokenizer([answer_text(layout, a) for a in answers], add_special_tokens=False)["input_ids"]
     lengths = [len(ids) for ids in encoded]
     contexts = list(dict.fromkeys(ex.context for ex in examples))
     source = [len(ids) for ids in tokenizer(contexts, add_special_tokens=False)["input_ids"]]
