@@ -135,22 +135,23 @@ def _train(config: ExperimentConfig, out: Path, accelerator: Accelerator, lm: LM
     if not params:
         raise ValueError(f"config '{config.name}' has nothing to train (no compressor and no trainable anchor)")
     system = accelerator.prepare(system)
-    tracker = start_tracker(config, out, enabled=main)
     # on --resume, the stage the saved state belongs to: pretraining resumes there, fine-tuning skips it
     saved = read_progress(folder.state_path).get("stage", FINETUNE) if resume else None
-    pretrained = {}
-    if config.pretrain.passages:
-        stage, pretrained = pretrain_stage(lm, system, slices, config, accelerator,
-                                           folder.history_log("pretrain", enabled=main))
-        if saved != FINETUNE:
-            done = run_stage(stage, system, accelerator, config, folder, saved == PRETRAIN, progress)
-            if main:
-                save_weights(system_module(system), folder.checkpoints, "pretrained", {**pretrained, **done})
-        resume = saved == FINETUNE
-    stage = finetune_stage(lm, system, slices, config, accelerator, params,
-                           folder.history_log("train", enabled=main, tracker=tracker))
-    state = run_stage(stage, system, accelerator, config, folder, resume, progress)
-    stage.log.close()
+    log = folder.history_log("train", enabled=main, tracker=start_tracker(config, out, enabled=main))
+    try:  # the tracker is finished however training ends (a non-finite loss, an interrupt)
+        pretrained = {}
+        if config.pretrain.passages:
+            stage, pretrained = pretrain_stage(lm, system, slices, config, accelerator,
+                                               folder.history_log("pretrain", enabled=main))
+            if saved != FINETUNE:
+                done = run_stage(stage, system, accelerator, config, folder, saved == PRETRAIN, progress)
+                if main:
+                    save_weights(system_module(system), folder.checkpoints, "pretrained", {**pretrained, **done})
+            resume = saved == FINETUNE
+        stage = finetune_stage(lm, system, slices, config, accelerator, params, log)
+        state = run_stage(stage, system, accelerator, config, folder, resume, progress)
+    finally:
+        log.close()
     train_seconds = state["seconds"]
     accelerator.wait_for_everyone()
     final = system_module(system)

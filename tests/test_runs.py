@@ -92,11 +92,21 @@ def _nan_at(call: int, monkeypatch):
 
 def test_non_finite_loss_stops_naming_step_and_term_and_keeps_last_good_state(tmp_path, tiny, monkeypatch):
     _nan_at(3, monkeypatch)
+    finished = []
+
+    class Tracker:
+        def log(self, row):
+            pass
+
+        def finish(self):
+            finished.append(True)
+    monkeypatch.setattr(trainer, "start_tracker", lambda *args, **kwargs: Tracker())
     run = tmp_path / "run"
     with pytest.raises(trainer.NonFiniteLoss, match=r"non-finite loss_ce, loss_total at step 3 .*on_nonfinite=skip"):
         trainer.train(small_config(**{"data.n_train": 32}), run, lm=tiny, progress=False)
     from safetensors import safe_open
 
+    assert finished == [True]  # the tracker is finished even though training stopped
     with safe_open(str(run / "checkpoints" / STATE_FILE), framework="pt") as fh:
         assert json.loads(fh.metadata()["seqcomp"])["progress"]["step"] == 2
     assert not (run / "metrics.json").exists()

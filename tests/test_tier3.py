@@ -140,17 +140,21 @@ def _interrupt_at(monkeypatch, module, name: str, call: int) -> None:
     monkeypatch.setattr(module, name, wrapped)
 
 
-@pytest.mark.parametrize("where", ["pretrain", "train"])
+ENCODER = {"compressor.kind": "encoder", "compressor.encoder_layers": 1, "compressor.m": 4, "pretrain.m": 2}
+
+
+@pytest.mark.parametrize("where", ["pretrain", "train", "encoder pretrain"])
 def test_resume_inside_either_stage_equals_the_uninterrupted_run(tmp_path, tiny, monkeypatch, where):
     """Pretraining runs in the one training loop: a run stopped in pretraining resumes there; one stopped in
-    fine-tuning resumes there without redoing pretraining; both end exactly like the uninterrupted run."""
+    fine-tuning resumes there without redoing pretraining; both end exactly like the uninterrupted run (also
+    for an LM-encoder compressor pretrained at another M)."""
     import seqcomp.pretrain
     import seqcomp.trainer
 
-    cfg = apply_overrides(get_preset("tiny"), PRETRAIN_SETTINGS)
+    cfg = apply_overrides(get_preset("tiny"), {**PRETRAIN_SETTINGS, **(ENCODER if "encoder" in where else {})})
     full = train(cfg, tmp_path / "full", lm=tiny, progress=False)
     with monkeypatch.context() as patch:
-        if where == "pretrain":  # 32 passages, batch 8, 2 epochs: stop in the middle of the second epoch
+        if where.endswith("pretrain"):  # 32 passages, batch 8, 2 epochs: stop in the middle of the second epoch
             _interrupt_at(patch, seqcomp.pretrain, "pretrain_batch_loss", 6)
         else:
             _interrupt_at(patch, seqcomp.trainer, "step_losses", 3)
