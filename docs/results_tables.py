@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from seqcomp.experiments import budget_rows, check_same_questions
-from seqcomp.runs import load_run
+from seqcomp.runs import finished_runs, load_run
 
 REFERENCE = [  # (row label, run folder)
     ("zero-shot text (full passage)", "zs-text"),
@@ -36,7 +36,7 @@ def minutes(m: dict) -> str:
 
 def main() -> int:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/ref")
-    runs = {p.parent.name: load_run(p.parent) for p in sorted(root.glob("*/metrics.json"))}
+    runs = {f.path.name: load_run(f.path) for f in finished_runs(root, recursive=False)}
     check_same_questions(list(runs.values()))
     print("| system | n | EM [95% CI] | F1 [95% CI] | mean generated tokens | training questions | minutes |")
     print("|---|---|---|---|---|---|---|")
