@@ -152,7 +152,8 @@ def _drive(page, url: str, out: Path, timings: dict, start: float, expect) -> No
     page.screenshot(path=str(out / "inspector_answers.png"))
 
     expect(page.locator(".js-plotly-plot").nth(12)).to_be_attached(timeout=60_000)  # 7 static + 6 live plots
-    page.locator(".widget-box .js-plotly-plot").first.scroll_into_view_if_needed()
+    # the first visible one: the dashboard's pretraining panel is hidden (display: none) for a run without pretraining
+    page.locator(".widget-box .js-plotly-plot:visible").first.scroll_into_view_if_needed()
     page.screenshot(path=str(out / "dashboard.png"))
     page.locator(".seqcomp-nearest").first.scroll_into_view_if_needed()
     page.screenshot(path=str(out / "explorer.png"))
