@@ -37,6 +37,8 @@ SYSTEMS = {  # kind -> the preset that trains it
     "pool": "best",
     "text": "text-ceiling",
     "truncate": "truncate-trained",
+    "encoder": "encoder",  # 6 trained layers, causal, no teacher (the CPU recipe)
+    "encoder-full": "encoder-full",  # 28 trained layers, bidirectional, dense KD from the text teacher (the GPU recipe)
 }
 
 
@@ -71,6 +73,27 @@ def lm_flops(lm, batch: int, width: int, logits: int) -> float:
     return 2 * body * tokens + attention + 2 * embed * batch * logits
 
 
+def extra_flops(lm, config, system, batch) -> float:
+    """Training FLOPs beyond the frozen decoder's pass: the encoder's forward + backward with weight gradients
+    (about 6 x its layer parameters x source tokens, plus attention) and the dense-KD teacher's forward over
+    the full text prompt (2 x body parameters x tokens)."""
+    flops = 0.0
+    cfg = lm.model.config
+    if config.compressor.kind == "encoder":
+        from seqcomp.sources import source_ids
+
+        ids, mask, _ = source_ids(lm, batch, config.compressor, config.data.max_source_tokens)
+        n_layers = config.compressor.encoder_layers
+        layer = sum(p.numel() for p in lm.model.model.layers[0].parameters())
+        tokens, width = float(mask.sum()), ids.shape[1]
+        flops += 6 * n_layers * layer * tokens + 3 * 2 * 2 * n_layers * len(batch) * width * width * cfg.hidden_size
+    if config.loss.dense_kd_weight > 0:
+        answers, _ = answers_for(lm, config, batch)
+        teacher = build_lm_input(lm.embed, system.teacher_prefixes(lm, batch), answers, pad_id=lm.pad_id)
+        flops += lm_flops(lm, len(batch), teacher.width, teacher.width)
+    return flops
+
+
 def bench_training(lm, config, examples, batch_size: int, steps: int, device) -> dict:
     system = CompressionSystem(config, lm).to(device)
     params = system.trainable_parameters()
@@ -95,7 +118,7 @@ def bench_training(lm, config, examples, batch_size: int, steps: int, device) ->
             answers, _ = answers_for(lm, config, b)
             lm_input = build_lm_input(lm.embed, system.prefixes(lm, b), answers, pad_id=lm.pad_id)
         fwd = lm_flops(lm, len(b), lm_input.width, max(lm_input.answer_lengths) + 1)
-        flops += 2 * fwd  # + backward to the inputs (no weight gradients for the frozen LM)
+        flops += 2 * fwd + extra_flops(lm, config, system, b)  # + backward to the inputs (frozen: no weight grads)
         real_tokens += int(lm_input.attention_mask.sum())
     seconds = sum(times)
     return {"batch_size": batch_size, "steps": len(times), "seconds_per_step": round(seconds / len(times), 4),
@@ -132,6 +155,8 @@ def main() -> int:
     parser.add_argument("--gen-batch-size", type=int, default=32)
     parser.add_argument("--peak-size", type=int, default=2048)
     parser.add_argument("--only", choices=["training", "generation"], help="run one half of the benchmark")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="config override for every system (e.g. compressor.encoder_layers=2 on the tiny model)")
     parser.add_argument("--out", default="benchmarks/results/throughput-cpu.json")
     args = parser.parse_args()
 
@@ -147,7 +172,8 @@ def main() -> int:
               "precision": args.precision, "model": args.model, "matmul_peak_gflop_per_s": peak,
               "training": {}, "generation": {}}
     for kind in ([] if args.only == "generation" else args.systems):
-        config = apply_overrides(get_preset(SYSTEMS[kind]), {"model.precision": args.precision})
+        config = apply_overrides(apply_overrides(get_preset(SYSTEMS[kind]), {"model.precision": args.precision}),
+                                 args.overrides)
         rows = []
         for bs in args.batch_sizes:
             row = bench_training(lm, config, train_examples, bs, args.steps, device)
@@ -157,7 +183,8 @@ def main() -> int:
             _write(args.out, result)  # after every row, so a run cut short keeps what it measured
             print(f"train {kind:9s} {json.dumps(row)}", flush=True)
     for kind in ([] if args.only == "training" else ["text", "pool"]):  # a text prefix and a compressed prefix
-        config = apply_overrides(get_preset(SYSTEMS[kind]), {"model.precision": args.precision})
+        config = apply_overrides(apply_overrides(get_preset(SYSTEMS[kind]), {"model.precision": args.precision}),
+                                 args.overrides)
         batched = bench_generation(lm, config, dev_examples, args.gen_batch_size, device)
         single = bench_generation(lm, config, dev_examples, 1, device)
         row = {"batched": _drop_ids(batched), "one_at_a_time": _drop_ids(single),

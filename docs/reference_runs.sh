@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The reference measurements of docs/results.md: every row's exact command. M = 32, the same 1,000 dev test
 # questions for every system (data.seed 0, data.n_test 1000), 100 disjoint selection questions.
-#   bash docs/reference_runs.sh QUEUE [RUNS_DIR]      QUEUE: budget | bos | text | all
+#   bash docs/reference_runs.sh QUEUE [RUNS_DIR]      QUEUE: budget | bos | text | encoder | all
 # Finished runs are skipped, so the script can be rerun to complete a partial set.
 set -euo pipefail
 queue=${1:-all}; R=${2:-runs/ref}
@@ -28,4 +28,7 @@ if [ "$queue" = text ] || [ "$queue" = all ]; then
   for n in 200 500; do train text-ceiling $n text-$n; done
   base text
   for n in 1000 5000; do train text-ceiling $n text-$n; done
+fi
+if [ "$queue" = encoder ] || [ "$queue" = all ]; then  # issue 14: pretraining on 3,200 passages, then 2,000 questions
+  train encoder 2000 encoder-2000
 fi

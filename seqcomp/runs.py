@@ -412,6 +412,8 @@ def _installed(name: str) -> bool:
 
 def _git_commit() -> str | None:
     here = Path(__file__).resolve().parent
+    if shutil.which("git") is None:  # e.g. a bare accelerator image: the run still records everything else
+        return None
     result = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True)
     return result.stdout.strip() if result.returncode == 0 else None
 
