@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# One lent GPU session (issues 13 and 14): the throughput benchmark on CUDA, then encoder-full and the two
-# reference paths it is judged against, trained on the same questions and scored on the same 1,000 dev questions
+# One lent GPU session (issues 13 and 14): the throughput benchmark on CUDA, then encoder-full and the three
+# reference paths it is judged against (trained truncation, selection and text), trained on the same questions and scored on the same 1,000 dev questions
 # (data.seed 0, data.n_test 1000) as docs/results.md's CPU rows.
 #
 #   bash benchmarks/gpu_session.sh smoke   # check the CUDA paths on the tiny model (seconds)
-#   bash benchmarks/gpu_session.sh main    # benchmark, then train encoder-full / truncate / text in parallel
+#   bash benchmarks/gpu_session.sh main    # benchmark, then train encoder-full / truncate / select / text in parallel
 #   bash benchmarks/gpu_session.sh collect # wait for the runs and pack their folders (no checkpoints) into $OUT
 #
 # The GPU machine of this workplace reaches no network, so the default model and SQuAD travel with the call:
@@ -13,7 +13,7 @@
 # only `main`'s commands matter. Outputs land in $OUT (default runs/gpu-out).
 #
 # The training runs are sized from the benchmark: fine-tuning questions and pretraining passages are chosen so
-# that encoder-full's measured step time (batch 64, run beside the two lighter runs) fits FINETUNE_S/PRETRAIN_S.
+# that encoder-full's measured step time (batch 64, run beside the three lighter runs) fits FINETUNE_S/PRETRAIN_S.
 set -uo pipefail
 phase=${1:?phase: smoke | main | collect}
 OUT=${OUT:-runs/gpu-out}; mkdir -p "$OUT"
@@ -22,7 +22,7 @@ export PYTHONPATH="$ROOT:$ROOT/.gpusite" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOK
 export SEQCOMP_SQUAD_DIR=${SEQCOMP_SQUAD_DIR:-$ROOT/.gpu1/squad} SEQCOMP_CACHE=${SEQCOMP_CACHE:-/tmp/seqcomp-cache}
 PY=${PY:-python3}
 SC="$PY -m seqcomp.cli"
-BATCH=${BATCH:-64}; FINETUNE_S=${FINETUNE_S:-180}; PRETRAIN_S=${PRETRAIN_S:-50}; SLOWDOWN=${SLOWDOWN:-1.6}
+BATCH=${BATCH:-64}; FINETUNE_S=${FINETUNE_S:-180}; PRETRAIN_S=${PRETRAIN_S:-50}; SLOWDOWN=${SLOWDOWN:-1.8}
 RUNS=${RUNS:-runs/gpu}
 
 case $phase in
@@ -48,7 +48,7 @@ main)
   fi
   $PY -c "from seqcomp.lm import load_lm; load_lm()" || exit 1  # dequantize once, before three processes want it
   timeout 240 $PY benchmarks/throughput.py --device cuda --systems query pool text truncate encoder encoder-full \
-    --batch-sizes 8 64 --steps 4 --gen-n 64 --gen-batch-size 64 --out "$OUT/throughput-h200.json" \
+    --batch-sizes 8 64 256 --steps 4 --gen-n 64 --gen-batch-size 64 --out "$OUT/throughput-h200.json" \
     > "$OUT/throughput.log" 2>&1
   tail -n 30 "$OUT/throughput.log" | grep -v '^ ' | tail -12
   read -r N P < <($PY - "$OUT/throughput-h200.json" "$BATCH" "$FINETUNE_S" "$PRETRAIN_S" "$SLOWDOWN" <<'EOF'
@@ -71,16 +71,18 @@ EOF
     > "$RUNS/truncate.log" 2>&1 < /dev/null &
   setsid nohup $SC train --preset text-ceiling "${common[@]}" --out "$RUNS/text" \
     > "$RUNS/text.log" 2>&1 < /dev/null &
+  setsid nohup $SC train --preset select-trained "${common[@]}" --out "$RUNS/select" \
+    > "$RUNS/select.log" 2>&1 < /dev/null &
   sleep 5
   bash "$0" collect
   ;;
 collect)
   deadline=$((SECONDS + ${WAIT_S:-300}))
   while [ $SECONDS -lt $deadline ] && pgrep -f "seqcomp.cli train" > /dev/null; do sleep 10; done
-  for r in encoder-full truncate text; do
+  for r in encoder-full truncate select text; do
     echo "== $r: $(tail -c 300 "$RUNS/$r.log" | tr '\r' '\n' | tail -n 2)"
     [ -f "$RUNS/$r/metrics.json" ] && $PY -c "import json; m=json.load(open('$RUNS/$r/metrics.json'));
-print({k: m[k] for k in m if k in ('em', 'f1', 'f1_ci', 'n', 'mean_generated_tokens', 'train_seconds')})"
+print({k: m[k] for k in m if k in ('exact_match', 'f1', 'f1_ci', 'n', 'mean_pred_tokens', 'train_seconds', 'n_train')})"
   done
   tar --exclude='*/checkpoints' -czf "$OUT/gpu-runs.tar.gz" "$RUNS" 2>/dev/null
   ls -la "$OUT"

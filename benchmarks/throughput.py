@@ -176,8 +176,12 @@ def main() -> int:
                                  args.overrides)
         rows = []
         for bs in args.batch_sizes:
-            row = bench_training(lm, config, train_examples, bs, args.steps, device)
-            row["ratio_to_peak"] = round(row["gflop_per_s"] / reference, 3)
+            try:
+                row = bench_training(lm, config, train_examples, bs, args.steps, device)
+                row["ratio_to_peak"] = round(row["gflop_per_s"] / reference, 3)
+            except torch.OutOfMemoryError:  # a measured limit of this device, recorded as such; smaller rows stand
+                row = {"batch_size": bs, "error": "out of memory"}
+                torch.cuda.empty_cache()
             rows.append(row)
             result["training"][kind] = rows
             _write(args.out, result)  # after every row, so a run cut short keeps what it measured
