@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One lent GPU session (issues 13 and 14): the throughput benchmark on CUDA, then encoder-full and the three
-# reference paths it is judged against (trained truncation, selection and text), trained on the same questions and scored on the same 1,000 dev questions
-# (data.seed 0, data.n_test 1000) as docs/results.md's CPU rows.
+# reference paths it is judged against (trained truncation, selection and text), trained on the same questions
+# and scored on the same 1,000 dev questions (data.seed 0, data.n_test 1000) as docs/results.md's CPU rows.
+# What the session of 2026-11-30 measured with it, and how that run differed: docs/results.md, "On a GPU".
 #
 #   bash benchmarks/gpu_session.sh smoke   # check the CUDA paths on the tiny model (seconds)
 #   bash benchmarks/gpu_session.sh main    # benchmark, then train encoder-full / truncate / select / text in parallel
-#   bash benchmarks/gpu_session.sh collect # wait for the runs and pack their folders (no checkpoints) into $OUT
+#   bash benchmarks/gpu_session.sh collect # print the runs' scores, pack their folders (no checkpoints) into $OUT
 #
 # The GPU machine of this workplace reaches no network, so the default model and SQuAD travel with the call:
 # the GGUF file in two parts (.gpu1/part1, .gpu2/part2: one call carries at most 64 MiB), SQuAD in .gpu1/squad,
@@ -48,7 +49,7 @@ main)
   fi
   $PY -c "from seqcomp.lm import load_lm; load_lm()" || exit 1  # dequantize once, before three processes want it
   timeout 240 $PY benchmarks/throughput.py --device cuda --systems query pool text truncate encoder encoder-full \
-    --batch-sizes 8 64 256 --steps 4 --gen-n 64 --gen-batch-size 64 --out "$OUT/throughput-h200.json" \
+    --batch-sizes 8 64 256 --steps 4 --gen-n 64 --gen-batch-size 64 --peak-size 8192 --out "$OUT/throughput-h200.json" \
     > "$OUT/throughput.log" 2>&1
   tail -n 30 "$OUT/throughput.log" | grep -v '^ ' | tail -12
   read -r N P < <($PY - "$OUT/throughput-h200.json" "$BATCH" "$FINETUNE_S" "$PRETRAIN_S" "$SLOWDOWN" <<'EOF'
@@ -64,22 +65,17 @@ EOF
   echo "sized: n_train=$N pretrain.passages=$P batch=$BATCH" | tee "$OUT/sizing.txt"
   common=(--set data.n_test=1000 --set data.n_train="$N" --set train.batch_size="$BATCH" --overwrite)
   mkdir -p "$RUNS"
-  setsid nohup $SC train --preset encoder-full "${common[@]}" --set pretrain.passages="$P" \
-    --set train.lr="${ENC_LR:-1e-4}" --set pretrain.lr="${ENC_LR:-1e-4}" --out "$RUNS/encoder-full" \
-    > "$RUNS/encoder-full.log" 2>&1 < /dev/null &
-  setsid nohup $SC train --preset truncate-trained "${common[@]}" --out "$RUNS/truncate" \
-    > "$RUNS/truncate.log" 2>&1 < /dev/null &
-  setsid nohup $SC train --preset text-ceiling "${common[@]}" --out "$RUNS/text" \
-    > "$RUNS/text.log" 2>&1 < /dev/null &
-  setsid nohup $SC train --preset select-trained "${common[@]}" --out "$RUNS/select" \
-    > "$RUNS/select.log" 2>&1 < /dev/null &
-  sleep 5
+  # in the foreground: the device tool ends every process a call leaves behind, setsid or not (seen 2026-11-30)
+  $SC train --preset encoder-full "${common[@]}" --set pretrain.passages="$P" --set train.on_nonfinite=skip \
+    --out "$RUNS/encoder-full" > "$RUNS/encoder-full.log" 2>&1 &
+  for preset in truncate-trained select-trained text-ceiling; do
+    $SC train --preset $preset "${common[@]}" --out "$RUNS/$preset" > "$RUNS/$preset.log" 2>&1 &
+  done
+  wait
   bash "$0" collect
   ;;
 collect)
-  deadline=$((SECONDS + ${WAIT_S:-300}))
-  while [ $SECONDS -lt $deadline ] && pgrep -f "seqcomp.cli train" > /dev/null; do sleep 10; done
-  for r in encoder-full truncate select text; do
+  for r in encoder-full truncate-trained select-trained text-ceiling; do
     echo "== $r: $(tail -c 300 "$RUNS/$r.log" | tr '\r' '\n' | tail -n 2)"
     [ -f "$RUNS/$r/metrics.json" ] && $PY -c "import json; m=json.load(open('$RUNS/$r/metrics.json'));
 print({k: m[k] for k in m if k in ('exact_match', 'f1', 'f1_ci', 'n', 'mean_pred_tokens', 'train_seconds', 'n_train')})"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -106,13 +107,29 @@ def attention_for(device: torch.device, training: bool, width: int = 0) -> str:
     return "eager" if training and device.type == "cpu" and width <= EAGER_MAX_WIDTH else "sdpa"
 
 
+def sdpa_backends(device: torch.device, training: bool) -> list[SDPBackend] | None:
+    """The SDPA kernels training may use, or None for PyTorch's own choice.
+
+    Training on CUDA leaves out cuDNN attention: on H100/H200 since torch 2.11 its backward returns NaN in the
+    query gradient when a mask tensor is given and the padded width is 64 modulo 128 (pytorch/pytorch#196678).
+    A lent H200 hit it here (torch 2.11): non-finite gradients in 3 of 212 encoder-full batches and, at step 176,
+    in the text path, whose only trainable tensor is the soft anchor. The other kernels give finite gradients
+    on the same inputs, per that report; forward-only use (generation) keeps PyTorch's default."""
+    if training and device.type == "cuda":
+        return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return None
+
+
 @contextlib.contextmanager
 def attention(lm: LM, training: bool, width: int = 0):
-    """Run the frozen LM with the attention kernel ``attention_for`` picks, restored afterwards."""
+    """Run the frozen LM with the attention kernel ``attention_for`` picks (and, training on CUDA, without the
+    SDPA backend ``sdpa_backends`` leaves out), restored afterwards."""
     saved = lm.model.config._attn_implementation
     lm.model.set_attn_implementation(attention_for(lm.device, training, width))
+    backends = sdpa_backends(lm.device, training)
     try:
-        yield
+        with sdpa_kernel(backends) if backends else contextlib.nullcontext():
+            yield
     finally:
         lm.model.set_attn_implementation(saved)
 

@@ -97,3 +97,18 @@ def test_same_config_and_seed_give_identical_predictions(tmp_path, tiny):
     losses = [[json.loads(x).get("loss_total") for x in (tmp_path / r / "history.jsonl").read_text().splitlines()]
               for r in ("a", "b")]
     assert losses[0] == losses[1]
+
+
+def test_training_on_cuda_leaves_out_cudnn_attention():
+    """pytorch/pytorch#196678: cuDNN SDPA backward gives NaN query gradients on H100/H200 (seen on a lent H200 as
+    non-finite gradients in encoder-full and text-path training); training on CUDA must not dispatch to it."""
+    import torch
+    from torch.nn.attention import SDPBackend
+
+    from seqcomp.lm import sdpa_backends
+
+    cuda_training = sdpa_backends(torch.device("cuda"), training=True)
+    assert cuda_training and SDPBackend.CUDNN_ATTENTION not in cuda_training
+    assert SDPBackend.EFFICIENT_ATTENTION in cuda_training  # masks need a kernel that takes them
+    assert sdpa_backends(torch.device("cuda"), training=False) is None  # generation: PyTorch's own choice
+    assert sdpa_backends(torch.device("cpu"), training=True) is None
