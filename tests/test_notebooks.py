@@ -25,8 +25,8 @@ NOTEBOOKS = REPO / "notebooks"
 TINY = {"model": "tiny", "data": "synthetic:key-recall", "n_train": 16, "n_eval": 8, "n_select": 4, "m": 4,
         "epochs": 1}
 STAGES = ("0_diagnosed", "1_generation_length", "2_anchor", "3_bos", "4_tier1")
-TRAINED_03 = ("tier2", "best", "text-ceiling", "truncate-trained", "select-trained")
-FIGURES = {"01_diagnosis": 2, "02_tier1_fixes": 1, "03_retraining": 10}  # plotly figures each notebook shows
+TRAINED_03 = ("tier2", "best", "text-ceiling", "truncate-trained", "select-trained", "encoder")
+FIGURES = {"01_diagnosis": 2, "02_tier1_fixes": 1, "03_retraining": 12}  # plotly figures each notebook shows
 _PIPELINE: dict[str, Path] = {}
 
 
