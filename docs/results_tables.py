@@ -1,8 +1,10 @@
 """Print the markdown tables of docs/results.md from the run folders that docs/reference_runs.sh writes.
 
-    python docs/results_tables.py [runs/ref]
+    python docs/results_tables.py [runs/ref] [runs/gpu ...]
 
-Every run must have answered the same test questions (checked); rows of runs not finished yet are left out.
+Every run must have answered the same test questions (checked across every folder given); rows of runs not finished
+yet are left out. The first folder gives the reference, BOS and budget tables; each further folder (e.g. the runs of
+benchmarks/gpu_session.sh) one table of its runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ REFERENCE = [  # (row label, run folder)
     ("trained text (`text-ceiling`)", "text-2000"),
     ("trained truncation (`truncate-trained`), M = 32", "truncate-2000"),
     ("trained selection (`select-trained`), M = 32", "select-2000"),
+    ("LM encoder (`encoder`), M = 32", "encoder-2000"),
 ]
 BOS = [("text-ceiling", "text-2000", "text-2000-nobos"), ("truncate-trained", "truncate-2000", "truncate-2000-nobos")]
 
@@ -35,9 +38,10 @@ def minutes(m: dict) -> str:
 
 
 def main() -> int:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/ref")
+    root, *others = [Path(a) for a in sys.argv[1:]] or [Path("runs/ref")]
     runs = {f.path.name: load_run(f.path) for f in finished_runs(root, recursive=False)}
-    check_same_questions(list(runs.values()))
+    more = {folder: {f.path.name: load_run(f.path) for f in finished_runs(folder, recursive=False)} for folder in others}
+    check_same_questions([*runs.values(), *(r for group in more.values() for r in group.values())])
     print("| system | n | EM [95% CI] | F1 [95% CI] | mean generated tokens | training questions | minutes |")
     print("|---|---|---|---|---|---|---|")
     for label, folder in REFERENCE:
@@ -55,6 +59,13 @@ def main() -> int:
     for row in sorted(budget_rows(root), key=lambda r: (r["system"], r["n_train"])):
         print(f"| {row['system']} | {row['n_train']:,} | {row['n']} | {ci(row, 'f1')} | {ci(row, 'exact_match')} | "
               f"{row['train_seconds'] / 60:.1f} |")
+    for folder, group in more.items():
+        print(f"\n{folder}:\n\n| run | n | EM [95% CI] | F1 [95% CI] | mean generated tokens | training questions | "
+              "skipped batches | training seconds |\n|---|---|---|---|---|---|---|---|")
+        for name, run in sorted(group.items()):
+            m = run.metrics
+            print(f"| {name} | {m['n']} | {ci(m, 'exact_match')} | {ci(m, 'f1')} | {m['mean_pred_tokens']:.1f} | "
+                  f"{m.get('n_train', 0):,} | {m.get('skipped_batches', 0)} | {m.get('train_seconds', 0):.0f} |")
     return 0
 
 
