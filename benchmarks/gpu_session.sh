@@ -4,7 +4,7 @@
 # and scored on the same 1,000 dev questions (data.seed 0, data.n_test 1000) as docs/results.md's CPU rows.
 # What the session of 2026-11-30 measured with it, and how that run differed: docs/results.md, "On a GPU".
 #
-#   bash benchmarks/gpu_session.sh prepare # here, before the calls: split the model, copy SQuAD, fetch the wheels
+#   PY=.venv/bin/python bash benchmarks/gpu_session.sh prepare  # here: split the model, copy SQuAD, fetch wheels
 #   bash benchmarks/gpu_session.sh smoke   # there (carry .gpu1 .whl): install the wheels, CUDA paths on the tiny model
 #   bash benchmarks/gpu_session.sh main    # there (carry .gpu2, within 30 s of smoke): benchmark, then train encoder-full / truncate / select / text in parallel
 #   bash benchmarks/gpu_session.sh collect # print the runs' scores, pack their folders (no checkpoints) into $OUT
