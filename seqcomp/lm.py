@@ -112,9 +112,9 @@ def sdpa_backends(device: torch.device, training: bool) -> list[SDPBackend] | No
 
     Training on CUDA leaves out cuDNN attention: on H100/H200 since torch 2.11 its backward returns NaN in the
     query gradient when a mask tensor is given and the padded width is 64 modulo 128 (pytorch/pytorch#196678).
-    A lent H200 hit it here (torch 2.11): non-finite gradients in 3 of 212 encoder-full batches and, at step 176,
-    in the text path, whose only trainable tensor is the soft anchor. The other kernels give finite gradients
-    on the same inputs, per that report; forward-only use (generation) keeps PyTorch's default."""
+    A lent H200 (torch 2.11) gave non-finite gradients that match it: 3 of 212 encoder-full batches and, at step
+    176, the text path, whose only trainable tensor is the soft anchor (not re-run since). The other kernels give
+    finite gradients on the same inputs, per that report; forward-only use (generation) keeps PyTorch's default."""
     if training and device.type == "cuda":
         return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     return None

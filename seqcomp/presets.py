@@ -79,7 +79,7 @@ def _encoder_full() -> ExperimentConfig:
     training passage at twice the fine-tuning compression (M = 16), then all 87,599 training questions, at
     batch 64 and lr 1e-4 (a full LM copy; the CPU presets' 1e-3 trains a small head). On a lent H200 at 13,568
     questions it scored F1 6.4 against trained truncation's 24.3 on the same 1,000 dev questions
-    (docs/results.md, "GPU")."""
+    (docs/results.md, "On a GPU")."""
     base = _encoder()
     return dataclasses.replace(
         base, name="encoder-full", data=dataclasses.replace(base.data, n_train=87_599),
@@ -127,7 +127,8 @@ ENCODER_ABLATIONS: dict[str, dict] = {
 
 # Notebook 03 (`make demo`) trains the `encoder` preset at this size: 2 copied layers, pretrained on the training
 # slice's own passages. The full preset (6 layers, 3,200 pretraining passages) takes about an hour on 2 CPU cores.
-DEMO_ENCODER: dict = {"compressor.encoder_layers": 2, "pretrain.passages": 10_000, "pretrain.passages_from": "train-slice"}
+DEMO_ENCODER: dict = {"compressor.encoder_layers": 2, "pretrain.passages": 10_000,
+                       "pretrain.passages_from": "train-slice"}
 
 # The strongest entry of ABLATIONS in notebook 04's real run of 2026-11-29 (SmolLM2-135M-Instruct, 200 training /
 # 100 test questions, M in {8, 16, 32, 64}): highest F1 averaged over the four M. Its CIs overlap the other
