@@ -31,4 +31,5 @@ if [ "$queue" = text ] || [ "$queue" = all ]; then
 fi
 if [ "$queue" = encoder ] || [ "$queue" = all ]; then  # issue 14: pretraining on 3,200 passages, then 2,000 questions
   train encoder 2000 encoder-2000
+  train encoder 2000 encoder-2000-anticollapse --set loss.uniformity_weight=0.1 --set loss.slot_diversity_weight=0.1
 fi
