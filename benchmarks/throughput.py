@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from seqcomp.api import load as load_trained
 from seqcomp.config import GenerationConfig, apply_overrides
 from seqcomp.data import load_squad, subsample
 from seqcomp.evaluate import predict
@@ -60,6 +62,25 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int) 
         sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best / 1e9
+
+
+def shape_ceiling(lm, rows: int, device: torch.device, repeats: int = 5) -> float:
+    """GFLOP/s of one decoder layer's seven linear maps (q, k, v, o, gate, up, down) at ``rows`` tokens, in the
+    LM's dtype: what matmuls of this model's own shapes reach on this device, a tighter ceiling than the
+    square-matmul peak (a 576-wide model at a few thousand tokens cannot use a large GEMM's blocking)."""
+    weights = [m.weight for m in lm.model.model.layers[0].modules() if isinstance(m, torch.nn.Linear)]
+    x = {w.shape[1]: torch.randn(rows, w.shape[1], device=device, dtype=lm.dtype) for w in weights}
+    flops = sum(2 * rows * w.shape[0] * w.shape[1] for w in weights)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            sync(device)
+            start = time.perf_counter()
+            for w in weights:
+                torch.nn.functional.linear(x[w.shape[1]], w)
+            sync(device)
+            best = min(best, time.perf_counter() - start)
+    return flops / best / 1e9
 
 
 def lm_flops(lm, batch: int, width: int, logits: int) -> float:
@@ -102,7 +123,7 @@ def bench_training(lm, config, examples, batch_size: int, steps: int, device) ->
     with torch.no_grad():  # warm the source-feature cache, as from the second epoch on
         for b in batches:
             system(lm, b)
-    times, flops, real_tokens = [], 0.0, 0
+    times, flops, real_tokens, padded_tokens = [], 0.0, 0, 0
     for i, b in enumerate(batches):
         sync(device)
         start = time.perf_counter()
@@ -120,14 +141,17 @@ def bench_training(lm, config, examples, batch_size: int, steps: int, device) ->
         fwd = lm_flops(lm, len(b), lm_input.width, max(lm_input.answer_lengths) + 1)
         flops += 2 * fwd + extra_flops(lm, config, system, b)  # + backward to the inputs (frozen: no weight grads)
         real_tokens += int(lm_input.attention_mask.sum())
+        padded_tokens += lm_input.attention_mask.numel()
     seconds = sum(times)
+    ceiling = shape_ceiling(lm, padded_tokens // len(times), device)
     return {"batch_size": batch_size, "steps": len(times), "seconds_per_step": round(seconds / len(times), 4),
             "examples_per_s": round(batch_size * len(times) / seconds, 2),
-            "tokens_per_s": round(real_tokens / seconds, 1), "gflop_per_s": round(flops / seconds / 1e9, 1)}
+            "tokens_per_s": round(real_tokens / seconds, 1), "gflop_per_s": round(flops / seconds / 1e9, 1),
+            "shape_ceiling_gflop_per_s": round(ceiling, 1),
+            "ratio_to_shape_ceiling": round(flops / seconds / 1e9 / ceiling, 3)}
 
 
-def bench_generation(lm, config, examples, batch_size: int, device) -> dict:
-    system = CompressionSystem(config, lm).to(device).eval()
+def bench_generation(lm, config, system, examples, batch_size: int, device) -> dict:
     gen = GenerationConfig(max_new_tokens=config.generation.max_new_tokens, batch_size=batch_size)
     with torch.no_grad():  # warm the source-feature cache and the kernels
         predict(lm, examples[:2], lambda exs: system.prefixes(lm, exs), gen, config.layout, progress=False)
@@ -151,8 +175,11 @@ def main() -> int:
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 32])
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--gen-n", type=int, default=32, help="questions generated per system and mode")
-    parser.add_argument("--gen-batch-size", type=int, default=32)
+    parser.add_argument("--gen-n", type=int, default=128,
+                        help="questions generated per system and mode (every question of randomly drawn dev passages, "
+                             "as a full-dev evaluation meets them)")
+    parser.add_argument("--gen-batch-size", type=int, default=64)
+    parser.add_argument("--gen-run", help="also time generation from this trained run's prefixes (row `trained`)")
     parser.add_argument("--peak-size", type=int, default=2048)
     parser.add_argument("--only", choices=["training", "generation"], help="run one half of the benchmark")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -166,7 +193,7 @@ def main() -> int:
     print(f"matmul peak GFLOP/s: {peak}", flush=True)
     lm = load_lm(args.model, args.precision, device=str(device))
     train_examples = subsample(load_squad(args.data, "train"), max(args.batch_sizes) * (args.steps + 1), seed=0)
-    dev_examples = subsample(load_squad(args.data, "validation"), args.gen_n, seed=0)
+    dev_examples = whole_passages(load_squad(args.data, "validation").examples, args.gen_n, seed=0)
     reference = peak[args.precision]
     result = {"device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
               "precision": args.precision, "model": args.model, "matmul_peak_gflop_per_s": peak,
@@ -186,20 +213,43 @@ def main() -> int:
             result["training"][kind] = rows
             _write(args.out, result)  # after every row, so a run cut short keeps what it measured
             print(f"train {kind:9s} {json.dumps(row)}", flush=True)
-    for kind in ([] if args.only == "training" else ["text", "pool"]):  # a text prefix and a compressed prefix
-        config = apply_overrides(apply_overrides(get_preset(SYSTEMS[kind]), {"model.precision": args.precision}),
-                                 args.overrides)
-        batched = bench_generation(lm, config, dev_examples, args.gen_batch_size, device)
-        single = bench_generation(lm, config, dev_examples, 1, device)
+    # a text prefix, a compressed prefix, and (--gen-run) a trained system's prefix
+    for kind in ([] if args.only == "training" else ["text", "pool"] + (["trained"] if args.gen_run else [])):
+        if kind == "trained":
+            trained = load_trained(args.gen_run, lm=lm)
+            config, system = trained.config, trained.system
+        else:
+            config = apply_overrides(apply_overrides(get_preset(SYSTEMS[kind]), {"model.precision": args.precision}),
+                                     args.overrides)
+            system = CompressionSystem(config, lm).to(device).eval()
+        batched = bench_generation(lm, config, system, dev_examples, args.gen_batch_size, device)
+        single = bench_generation(lm, config, system, dev_examples, 1, device)
         row = {"batched": _drop_ids(batched), "one_at_a_time": _drop_ids(single),
                "speedup": round(single["seconds"] / batched["seconds"], 2),
                "identical_predictions": batched["token_ids"] == single["token_ids"],
                "full_dev_minutes_batched": round(10_570 / batched["questions_per_s"] / 60, 1)}
+        if kind == "trained":
+            row["run"] = args.gen_run
         result["generation"][kind] = row
         _write(args.out, result)
         print(f"generate {kind:6s} {json.dumps(row)}", flush=True)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def whole_passages(examples, n: int, seed: int) -> list:
+    """The first ``n`` questions of dev passages drawn at random, each passage with all its questions."""
+    by_passage: dict[str, list] = {}
+    for e in examples:
+        by_passage.setdefault(e.context, []).append(e)
+    passages = list(by_passage)
+    random.Random(seed).shuffle(passages)
+    out = []
+    for passage in passages:
+        out += by_passage[passage]
+        if len(out) >= n:
+            break
+    return out[:n]
 
 
 def _write(path: str, result: dict) -> None:

@@ -62,7 +62,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .trainer import evaluate_run
 
     trained_config(args.run_dir)  # a folder that is not a run: one line naming it and what it lacks
-    metrics = evaluate_run(Path(args.run_dir), n=args.n, out=Path(args.out) if args.out else None)
+    metrics = evaluate_run(Path(args.run_dir), n=args.n, out=Path(args.out) if args.out else None,
+                           batch_size=args.batch_size)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -103,11 +104,19 @@ def _count_or_all(text: str) -> int | str:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number")
+    return int(text)
+
+
 def register_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained run's best checkpoint")
     p.add_argument("run_dir")
     p.add_argument("--n", type=_count_or_all, help="number of test questions (default: the run's n_test); 'all': "
                    "every dev question outside the selection articles")
+    p.add_argument("--batch-size", type=_positive, help="questions generated at once (default: the run's "
+                   "generation.batch_size; a wider batch is faster, finished answers leave it)")
     p.add_argument("--out", help="output folder (default RUN_DIR/eval-nN)")
     p.set_defaults(func=cmd_eval)
 

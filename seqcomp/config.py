@@ -191,7 +191,7 @@ class PretrainConfig:
 @dataclass(frozen=True)
 class GenerationConfig:
     max_new_tokens: int = 32
-    batch_size: int = 16
+    batch_size: int = 64  # finished rows leave the batch (seqcomp.generation), so wide batches pay off
 
     def __post_init__(self) -> None:
         _check(self.max_new_tokens > 0, "generation.max_new_tokens", "must be > 0")

@@ -27,11 +27,13 @@ def predict(lm: LM, examples: Sequence[SquadExample], prefix_fn: PrefixFn, gen: 
             progress: bool = True) -> list[Generation]:
     """Greedy answers for ``examples`` in batches of ``gen.batch_size`` (order preserved).
 
-    Batches group questions of similar passage length, so little of a batch's prefill is padding.
+    Batches group questions of similar passage length, so little of a batch's prefill is padding, and a
+    passage's questions sit together, so a compressor reads each passage once per batch.
     """
     eoa = end_of_answer_ids(lm.tokenizer, layout)
     out: list[Generation | None] = [None] * len(examples)
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].context) + len(examples[i].question))
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].context), examples[i].context,
+                                                       len(examples[i].question)))
     batches = [order[i:i + gen.batch_size] for i in range(0, len(order), gen.batch_size)]
     for idx in tqdm(batches, desc=desc, unit="batch", disable=not progress):
         with torch.no_grad():

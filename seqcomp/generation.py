@@ -1,4 +1,4 @@
-"""Batched greedy generation from an ``LMInput`` (or plain token ids) with transformers' ``generate``.
+"""Batched greedy generation from an ``LMInput`` (or plain token ids): transformers' greedy search, minus finished rows.
 
 Generation stops at the end-of-answer token or any token containing a newline, and reports what
 the inspectors need: the raw text, the cleaned answer, token ids, per-token log-probabilities and the
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache
 
 from .layout import LMInput
 from .lm import LM, attention
@@ -52,56 +52,72 @@ def stop_ids(lm: LM, end_of_answer_ids: Sequence[int] = ()) -> list[int]:
     return sorted(ids)
 
 
-class _StepRecorder(LogitsProcessor):
-    """Keeps, per decoding step, only what is reported: the greedy token's log-prob (and, at the first
-    step, the top-5 probabilities), instead of a full-vocabulary logits tensor per step."""
-
-    def __init__(self) -> None:
-        self.logprobs: list[torch.Tensor] = []  # per step [B]
-        self.first_top5: torch.return_types.topk | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        logprobs = scores.float().log_softmax(-1)
-        self.logprobs.append(logprobs.max(-1).values)  # greedy: the chosen token is the argmax
-        if self.first_top5 is None:
-            self.first_top5 = logprobs.exp().topk(5)
-        return scores
-
-
 @torch.no_grad()
 def generate(lm: LM, batch: LMInput | None = None, *, input_ids: torch.Tensor | None = None,
              attention_mask: torch.Tensor | None = None, max_new_tokens: int = 32,
              end_of_answer: str = "\n", end_of_answer_ids: Sequence[int] = ()) -> list[Generation]:
-    """Greedy-decode one batch from embeddings (``batch``) or left-padded ``input_ids``."""
+    """Greedy-decode one batch from embeddings (``batch``) or left-padded ``input_ids``.
+
+    The loop is transformers' own greedy search (same positions, same cache, same argmax; a test holds it
+    token-for-token equal to ``model.generate``) with one difference ``generate`` does not offer: rows that
+    have emitted a stop token leave the batch (their KV cache rows are dropped), so a wide batch is not
+    decoded to its longest answer at full width. Finished rows are pruned once they are a quarter of the
+    live batch, which bounds the cache copies to a handful per batch.
+    """
+    if batch is not None:
+        prefill = dict(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids)
+        mask = batch.attention_mask
+    else:
+        mask = attention_mask
+        prefill = dict(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
     stops = stop_ids(lm, end_of_answer_ids)
-    recorder = _StepRecorder()
-    # the last column as an index tensor: a contiguous [B, 1, D] block for the output head at prefill (see
-    # seqcomp.losses.last_positions), where the default int 1 costs a [B, D, V] copy of the head on the CPU
-    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
-                  pad_token_id=lm.pad_id, logits_processor=LogitsProcessorList([recorder]),
-                  logits_to_keep=torch.tensor([-1], device=lm.device),
-                  temperature=None, top_p=None, top_k=None)
+    device, n_rows = lm.device, mask.shape[0]
+    stop_t = torch.tensor(stops, device=device)
+    tokens = torch.full((n_rows, max_new_tokens), lm.pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(n_rows, max_new_tokens, device=device)
+    lengths = torch.zeros(n_rows, dtype=torch.long, device=device)
+    rows = torch.arange(n_rows, device=device)  # the original row of each live batch row
+    finished = torch.zeros(n_rows, dtype=torch.bool, device=device)  # per live batch row
+    cache = DynamicCache(config=lm.model.config)
     with lm.autocast(), attention(lm, training=False):
-        if batch is not None:
-            new = lm.model.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
-        else:
-            new = lm.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            new = new[:, input_ids.shape[1]:]
-    logprobs = torch.stack(recorder.logprobs, dim=1).tolist()  # [B, T]
-    top_values, top_indices = recorder.first_top5.values.tolist(), recorder.first_top5.indices.tolist()
+        # the last column as an index tensor: a contiguous [B, 1, D] block for the output head at prefill (see
+        # seqcomp.losses.last_positions), where the int 1 costs a [B, D, V] copy of the head on the CPU
+        out = lm.model(**prefill, cache=cache, use_cache=True,
+                       logits_to_keep=torch.tensor([-1], device=lm.device))
+        positions = prefill["position_ids"][:, -1]
+        first_top5 = None
+        for step in range(max_new_tokens):
+            step_logprobs = out.logits[:, -1].float().log_softmax(-1)
+            best, token = step_logprobs.max(-1)
+            if first_top5 is None:
+                first_top5 = step_logprobs.exp().topk(5)
+            live = ~finished
+            tokens[rows[live], step] = token[live]
+            logprobs[rows[live], step] = best[live]
+            lengths[rows[live]] += 1
+            finished = finished | torch.isin(token, stop_t)
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            positions = positions + 1
+            if int(finished.sum()) * 4 >= finished.numel():  # drop the finished rows from the batch
+                keep = (~finished).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                rows, finished, token, mask, positions = (t[keep] for t in (rows, finished, token, mask, positions))
+            out = lm.model(input_ids=token[:, None], attention_mask=mask, position_ids=positions[:, None],
+                           cache=cache, use_cache=True)
+    top_values, top_indices = first_top5.values.tolist(), first_top5.indices.tolist()
+    tokens, logprobs, lengths = tokens.tolist(), logprobs.tolist(), lengths.tolist()
     stop_set = set(stops)
     results = []
-    for row in range(new.shape[0]):
-        ids = []
-        for t in new[row].tolist():
-            ids.append(t)
-            if t in stop_set:
-                break
+    for row in range(n_rows):
+        ids = tokens[row][:lengths[row]]
         top5 = [(lm.tokenizer.decode([i]), p) for p, i in zip(top_values[row], top_indices[row])]
         raw = lm.tokenizer.decode(ids, skip_special_tokens=False)
         results.append(Generation(raw=raw, answer=clean_answer(_strip_special(lm, ids), end_of_answer),
-                                  token_ids=ids, token_logprobs=logprobs[row][:len(ids)], first_top5=top5,
-                                  stopped=bool(ids) and ids[-1] in stop_set))
+                                  token_ids=ids, token_logprobs=logprobs[row][:lengths[row]],
+                                  first_top5=top5, stopped=bool(ids) and ids[-1] in stop_set))
     return results
 
 

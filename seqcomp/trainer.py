@@ -211,9 +211,11 @@ def _eval_point(lm, system, slices: Slices, config: ExperimentConfig) -> dict:
     return point
 
 
-def evaluate_run(run_dir: Path, n: int | str | None = None, out: Path | None = None, progress: bool = True) -> dict:
+def evaluate_run(run_dir: Path, n: int | str | None = None, out: Path | None = None, progress: bool = True,
+                 batch_size: int | None = None) -> dict:
     """Re-evaluate a trained run's best checkpoint on its test slice (or the first n of a larger slice; ``"all"``:
-    every dev question outside the selection articles, with a progress bar and ETA)."""
+    every dev question outside the selection articles, with a progress bar and ETA); ``batch_size`` replaces the
+    run's ``generation.batch_size``."""
     import dataclasses
 
     from .slices import full_test_size
@@ -225,6 +227,8 @@ def evaluate_run(run_dir: Path, n: int | str | None = None, out: Path | None = N
         n = full_test_size(config.data)
     if n is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, n_test=n))
+    if batch_size is not None:
+        config = dataclasses.replace(config, generation=dataclasses.replace(config.generation, batch_size=batch_size))
     lm = load_lm(config.model.name, config.model.precision)
     system = CompressionSystem(config, lm)
     load_weights(system, run.weights_path("best"))

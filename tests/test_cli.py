@@ -60,6 +60,9 @@ def test_train_then_eval_and_baseline(tmp_path, capsys):
     assert main(["eval", str(run), "--n", "4"]) == 0
     metrics = json.loads((run / "eval-n4" / "metrics.json").read_text())
     assert metrics["n"] == 4
+    assert main(["eval", str(run), "--n", "4", "--batch-size", "3", "--out", str(tmp_path / "b3")]) == 0
+    assert json.loads((tmp_path / "b3" / "config.json").read_text())["experiment"]["generation"]["batch_size"] == 3
+    assert json.loads((tmp_path / "b3" / "metrics.json").read_text())["n"] == 4
     assert main(["baseline", "none", *TINY, "--n", "4", "--out", str(tmp_path / "none")]) == 0
     assert json.loads((tmp_path / "none" / "metrics.json").read_text())["n"] == 4
     assert main(["baseline", "none", *TINY, "--n", "2", "--out", str(tmp_path / "none")]) == 2  # finished run kept
@@ -78,6 +81,9 @@ def test_eval_n_accepts_a_count_or_all(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["eval", "runs/x", "--n", "some"])
     assert "positive number of questions or 'all'" in capsys.readouterr().err
+    assert parser.parse_args(["eval", "runs/x", "--batch-size", "64"]).batch_size == 64
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "runs/x", "--batch-size", "0"])
 
 
 @pytest.mark.slow

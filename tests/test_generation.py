@@ -7,7 +7,8 @@ import torch
 from seqcomp.baselines import baseline_prefix
 from seqcomp.config import GenerationConfig, LayoutConfig
 from seqcomp.evaluate import predict, score
-from seqcomp.generation import stop_ids
+from seqcomp.generation import generate, stop_ids
+from seqcomp.layout import build_lm_input
 
 
 def _prefix_fn(tiny, kind="text"):
@@ -62,3 +63,32 @@ def test_truncation_baseline_keeps_the_whole_question(tiny, examples):
     segs = baseline_prefix("truncate", tiny.tokenizer, ex, budget=3)
     text = tiny.tokenizer.decode([t for s in segs for t in s.ids])
     assert ex.question in text and len(segs[1].ids) == 3
+
+
+def test_greedy_loop_equals_transformers_generate_while_rows_leave_the_batch(tiny, examples):
+    """The decode loop is transformers' greedy search token for token, including when finished rows are pruned."""
+    exs = examples * 3  # 15 rows: enough that finished rows are pruned several times
+    prefixes = [baseline_prefix("text", tiny.tokenizer, e, budget=2 + i % 7) for i, e in enumerate(exs)]
+    batch = build_lm_input(tiny.embed, prefixes, pad_id=tiny.pad_id)
+
+    def reference(extra_stops):
+        out = tiny.model.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                                  max_new_tokens=12, do_sample=False, eos_token_id=stop_ids(tiny, extra_stops),
+                                  pad_token_id=tiny.pad_id)
+        return out.tolist()
+
+    # stop tokens the random model emits at different steps in different rows (the i-th row's token at step 1 + 3i)
+    free = reference(())
+    extra = tuple(sorted({row[1 + 3 * i] for i, row in enumerate(free[:3])}))
+    gens = generate(tiny, batch, max_new_tokens=12, end_of_answer_ids=extra)
+    expected = reference(extra)
+    stops = set(stop_ids(tiny, extra))
+    for g, row in zip(gens, expected):
+        ids = []
+        for t in row:
+            ids.append(t)
+            if t in stops:
+                break
+        assert g.token_ids == ids
+    lengths = {len(g.token_ids) for g in gens}
+    assert len(lengths) >= 3 and min(lengths) < 12  # rows really left the batch at different steps
