@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .config import GenerationConfig, LayoutConfig
 from .data import SquadExample
 from .generation import Generation, generate
-from .layout import build_lm_input, end_of_answer_ids
+from .layout import build_lm_input, end_of_answer_ids, split_shared_heads
 from .lm import LM
 from .metrics import Summary, exact_match, f1, summarize
 from .prompts import Segment, answer_text_ids
@@ -28,7 +28,8 @@ def predict(lm: LM, examples: Sequence[SquadExample], prefix_fn: PrefixFn, gen: 
     """Greedy answers for ``examples`` in batches of ``gen.batch_size`` (order preserved).
 
     Batches group questions of similar passage length, so little of a batch's prefill is padding, and a
-    passage's questions sit together, so a compressor reads each passage once per batch.
+    passage's questions sit together, so a compressor reads each passage once per batch and the frozen LM
+    reads each shared head (the passage's slots or text) once (``split_shared_heads``).
     """
     eoa = end_of_answer_ids(lm.tokenizer, layout)
     out: list[Generation | None] = [None] * len(examples)
@@ -38,12 +39,15 @@ def predict(lm: LM, examples: Sequence[SquadExample], prefix_fn: PrefixFn, gen: 
     for idx in tqdm(batches, desc=desc, unit="batch", disable=not progress):
         with torch.no_grad():
             prefixes = prefix_fn([examples[i] for i in idx])
-            if via_input_ids:
+            # a head several rows share (few-shot examples, a passage) is read once; ids embedded by the LM's own
+            # table are what the model's forward does with them, so this holds for the token-id path too
+            shared = split_shared_heads(lm.embed, prefixes, pad_id=lm.pad_id)
+            if shared is None and via_input_ids:
                 ids, mask = _left_pad_ids(prefixes, lm.pad_id, lm.device)
                 gens = generate(lm, input_ids=ids, attention_mask=mask, max_new_tokens=gen.max_new_tokens,
                                 end_of_answer=layout.end_of_answer, end_of_answer_ids=eoa)
             else:
-                batch = build_lm_input(lm.embed, prefixes, pad_id=lm.pad_id)
+                batch = shared or build_lm_input(lm.embed, prefixes, pad_id=lm.pad_id)
                 gens = generate(lm, batch, max_new_tokens=gen.max_new_tokens,
                                 end_of_answer=layout.end_of_answer, end_of_answer_ids=eoa)
         for i, g in zip(idx, gens):

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from transformers import DynamicCache
 
-from .layout import LMInput
+from .layout import LMInput, SharedHeads
 from .lm import LM, attention
 from .metrics import clean_answer
 
@@ -53,10 +53,11 @@ def stop_ids(lm: LM, end_of_answer_ids: Sequence[int] = ()) -> list[int]:
 
 
 @torch.no_grad()
-def generate(lm: LM, batch: LMInput | None = None, *, input_ids: torch.Tensor | None = None,
+def generate(lm: LM, batch: LMInput | SharedHeads | None = None, *, input_ids: torch.Tensor | None = None,
              attention_mask: torch.Tensor | None = None, max_new_tokens: int = 32,
              end_of_answer: str = "\n", end_of_answer_ids: Sequence[int] = ()) -> list[Generation]:
-    """Greedy-decode one batch from embeddings (``batch``) or left-padded ``input_ids``.
+    """Greedy-decode one batch from embeddings (``batch``: an ``LMInput``, or ``SharedHeads`` whose shared heads are
+    read once and their KV cache copied to each of their rows) or left-padded ``input_ids``.
 
     The loop is transformers' own greedy search (same positions, same cache, same argmax; a test holds it
     token-for-token equal to ``model.generate``) with one difference ``generate`` does not offer: rows that
@@ -64,7 +65,21 @@ def generate(lm: LM, batch: LMInput | None = None, *, input_ids: torch.Tensor | 
     decoded to its longest answer at full width. Finished rows are pruned once they are a quarter of the
     live batch, which bounds the cache copies to a handful per batch.
     """
-    if batch is not None:
+    cache = DynamicCache(config=lm.model.config)
+    if isinstance(batch, SharedHeads):
+        heads = batch.heads
+        with lm.autocast(), attention(lm, training=False):
+            lm.model(inputs_embeds=heads.inputs_embeds, attention_mask=heads.attention_mask,
+                     position_ids=heads.position_ids, cache=cache, use_cache=True,
+                     logits_to_keep=torch.tensor([-1], device=lm.device))
+        cache.batch_select_indices(batch.head_of)  # each row gets its head's keys and values
+        head_mask = heads.attention_mask[batch.head_of]
+        tail_mask = batch.tails.attention_mask
+        # the tail's left padding sits between head and tail, masked; its tokens continue the head's positions
+        mask = torch.cat([head_mask, tail_mask], dim=1)
+        positions = head_mask.sum(-1, keepdim=True) + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        prefill = dict(inputs_embeds=batch.tails.inputs_embeds, attention_mask=mask, position_ids=positions)
+    elif batch is not None:
         prefill = dict(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
                        position_ids=batch.position_ids)
         mask = batch.attention_mask
@@ -79,7 +94,6 @@ def generate(lm: LM, batch: LMInput | None = None, *, input_ids: torch.Tensor | 
     lengths = torch.zeros(n_rows, dtype=torch.long, device=device)
     rows = torch.arange(n_rows, device=device)  # the original row of each live batch row
     finished = torch.zeros(n_rows, dtype=torch.bool, device=device)  # per live batch row
-    cache = DynamicCache(config=lm.model.config)
     with lm.autocast(), attention(lm, training=False):
         # the last column as an index tensor: a contiguous [B, 1, D] block for the output head at prefill (see
         # seqcomp.losses.last_positions), where the int 1 costs a [B, D, V] copy of the head on the CPU

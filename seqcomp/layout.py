@@ -6,8 +6,10 @@ LEFT-padded (the one padding convention): every row ends at the last column, so 
 last ``len(answer)`` columns in the student *and* in a teacher reading the full text, which aligns
 distillation targets by construction (bug B5). ``labels`` hold each answer token at its own position;
 Hugging Face models shift them internally, so nothing here shifts (bug B1). The prefix that generation
-sees is built by the same call with ``answers=None`` (bug B2). The text of every prompt and answer, and the
-``Segment`` a prefix is made of, come from ``seqcomp.prompts``; this module arranges, embeds and pads them.
+sees is built by the same call with ``answers=None`` (bug B2); ``split_shared_heads`` only cuts a generation
+batch's prefixes into the head several rows share and each row's tail, and builds both with that call. The
+text of every prompt and answer, and the ``Segment`` a prefix is made of, come from ``seqcomp.prompts``; this
+module arranges, embeds and pads them.
 """
 
 from __future__ import annotations
@@ -89,6 +91,50 @@ def build_lm_input(embed: torch.nn.Embedding, prefixes: Sequence[Sequence[Segmen
     return LMInput(inputs_embeds=torch.stack(padded), attention_mask=mask, position_ids=position_ids,
                    labels=label_t if answers is not None else None, prefix_lengths=prefix_lengths,
                    answer_lengths=answer_lengths, segments=shapes)
+
+
+@dataclass
+class SharedHeads:
+    """A batch of prefixes split for generation into heads that several rows share (a passage's compressed slots
+    or text, and what follows it identically) and each row's own tail (question, anchor), both assembled by
+    ``build_lm_input``. Reading a shared head once and copying its KV cache to each of its rows gives the same
+    attention and positions as the whole left-padded row (``seqcomp.generation.generate``)."""
+
+    heads: LMInput  # one row per distinct head
+    tails: LMInput  # one row per prefix
+    head_of: torch.Tensor  # [B]: the head row of each prefix
+
+
+def split_shared_heads(embed: torch.nn.Embedding, prefixes: Sequence[Sequence[Segment]],
+                       pad_id: int = 0) -> SharedHeads | None:
+    """Split prefixes whose leading segments are equal (same ids or vectors) into shared heads and own tails; None
+    when no two prefixes share a first segment, or a prefix is a single segment. Every tail keeps at least the last
+    segment of its prefix."""
+    if any(len(p) < 2 for p in prefixes):
+        return None
+    groups: dict[tuple, list[int]] = {}
+    for i, prefix in enumerate(prefixes):
+        groups.setdefault(_fingerprint(prefix[0]), []).append(i)
+    if len(groups) == len(prefixes):
+        return None
+    heads, tails, head_of = [], [None] * len(prefixes), [0] * len(prefixes)
+    for rows in groups.values():
+        first = prefixes[rows[0]]
+        k = min(len(prefixes[r]) for r in rows) - 1  # >= 1
+        k = next((j for j in range(1, k) if len({_fingerprint(prefixes[r][j]) for r in rows}) > 1), k)
+        for r in rows:
+            tails[r], head_of[r] = list(prefixes[r][k:]), len(heads)
+        heads.append(list(first[:k]))
+    return SharedHeads(heads=build_lm_input(embed, heads, pad_id=pad_id),
+                       tails=build_lm_input(embed, tails, pad_id=pad_id),
+                       head_of=torch.tensor(head_of, device=embed.weight.device))
+
+
+def _fingerprint(seg: Segment) -> tuple:
+    if seg.ids is not None:
+        return ("ids", seg.ids)
+    vectors = seg.vectors.detach()
+    return ("vectors", tuple(vectors.shape), vectors.float().cpu().numpy().tobytes())
 
 
 def _embed_segment(embed: torch.nn.Embedding, seg: Segment, device: torch.device) -> torch.Tensor:

@@ -6,9 +6,10 @@ import torch
 
 from seqcomp.baselines import baseline_prefix
 from seqcomp.config import GenerationConfig, LayoutConfig
-from seqcomp.evaluate import predict, score
+from seqcomp.evaluate import _left_pad_ids, predict, score
 from seqcomp.generation import generate, stop_ids
-from seqcomp.layout import build_lm_input
+from seqcomp.layout import build_lm_input, build_prefix, split_shared_heads
+from seqcomp.prompts import Segment, text_ids
 
 
 def _prefix_fn(tiny, kind="text"):
@@ -92,3 +93,44 @@ def test_greedy_loop_equals_transformers_generate_while_rows_leave_the_batch(tin
         assert g.token_ids == ids
     lengths = {len(g.token_ids) for g in gens}
     assert len(lengths) >= 3 and min(lengths) < 12  # rows really left the batch at different steps
+
+
+def test_shared_heads_generate_what_whole_rows_generate(tiny):
+    """Reading a shared head once and copying its KV cache to its rows equals generating from the whole rows."""
+    torch.manual_seed(0)
+    layout = LayoutConfig()
+    questions = ["What is the key?", "Where is it?", "Who built the church near the school?", "Why?"]
+    vector_heads = [[Segment("compressed", vectors=torch.randn(4, tiny.hidden_size) * tiny.embedding_rms)]
+                    for _ in range(3)]
+    text_heads = [[Segment("context", ids=text_ids(tiny.tokenizer, t))]
+                  for t in ("The key is red.", "In 1000 the king built a church near the school and a war school.")]
+    for heads in (vector_heads, text_heads):
+        # several questions on each head, one head alone, rows not grouped by head
+        rows = [(h, q) for q in questions[:3] for h in heads[:2]] + [(heads[-1], questions[3])]
+        prefixes = [build_prefix(tiny.tokenizer, layout, h, q) for h, q in rows]
+        shared = split_shared_heads(tiny.embed, prefixes, pad_id=tiny.pad_id)
+        assert shared is not None and shared.heads.inputs_embeds.shape[0] == len(heads)
+        whole = generate(tiny, build_lm_input(tiny.embed, prefixes, pad_id=tiny.pad_id), max_new_tokens=8)
+        split = generate(tiny, shared, max_new_tokens=8)
+        assert [g.token_ids for g in split] == [g.token_ids for g in whole]
+        for a, b in zip(split, whole):
+            torch.testing.assert_close(torch.tensor(a.token_logprobs), torch.tensor(b.token_logprobs), atol=1e-4, rtol=0)
+            assert [t for t, _ in a.first_top5] == [t for t, _ in b.first_top5]
+
+
+def test_prefixes_that_share_nothing_are_not_split(tiny, examples):
+    prefixes = [baseline_prefix("text", tiny.tokenizer, e, budget=8) for e in examples]
+    assert split_shared_heads(tiny.embed, prefixes, pad_id=tiny.pad_id) is None
+
+
+def test_fewshot_prompts_read_their_shots_once_and_generate_as_from_token_ids(tiny, examples):
+    prefixes = [baseline_prefix("fewshot", tiny.tokenizer, e, shots=examples[:2]) for e in examples]
+    shared = split_shared_heads(tiny.embed, prefixes, pad_id=tiny.pad_id)
+    assert shared is not None and shared.heads.inputs_embeds.shape[0] == 1  # the shots, once for the batch
+    ids, mask = _left_pad_ids(prefixes, tiny.pad_id, tiny.device)
+    from_ids = generate(tiny, input_ids=ids, attention_mask=mask, max_new_tokens=8)
+    assert [g.token_ids for g in generate(tiny, shared, max_new_tokens=8)] == [g.token_ids for g in from_ids]
+    gens = predict(tiny, examples, lambda exs: [baseline_prefix("fewshot", tiny.tokenizer, e, shots=examples[:2])
+                                                for e in exs], GenerationConfig(8, 5), LayoutConfig(),
+                   via_input_ids=True, progress=False)
+    assert [g.token_ids for g in gens] == [g.token_ids for g in from_ids]
