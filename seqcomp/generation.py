@@ -73,11 +73,7 @@ def generate(lm: LM, batch: LMInput | SharedHeads | None = None, *, input_ids: t
                      position_ids=heads.position_ids, cache=cache, use_cache=True,
                      logits_to_keep=torch.tensor([-1], device=lm.device))
         cache.batch_select_indices(batch.head_of)  # each row gets its head's keys and values
-        head_mask = heads.attention_mask[batch.head_of]
-        tail_mask = batch.tails.attention_mask
-        # the tail's left padding sits between head and tail, masked; its tokens continue the head's positions
-        mask = torch.cat([head_mask, tail_mask], dim=1)
-        positions = head_mask.sum(-1, keepdim=True) + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        mask, positions = batch.tail_input()
         prefill = dict(inputs_embeds=batch.tails.inputs_embeds, attention_mask=mask, position_ids=positions)
     elif batch is not None:
         prefill = dict(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,

@@ -14,6 +14,7 @@ module arranges, embeds and pads them.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -104,27 +105,40 @@ class SharedHeads:
     tails: LMInput  # one row per prefix
     head_of: torch.Tensor  # [B]: the head row of each prefix
 
+    def tail_input(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention mask [B, head width + tail width] and position ids [B, tail width] of the tails read
+        after their heads' KV cache: a tail's left padding sits between head and tail, masked, and its tokens
+        continue its head's positions, as in the whole left-padded row."""
+        head_mask = self.heads.attention_mask[self.head_of]
+        tail_mask = self.tails.attention_mask
+        positions = head_mask.sum(-1, keepdim=True) + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        return torch.cat([head_mask, tail_mask], dim=1), positions
+
 
 def split_shared_heads(embed: torch.nn.Embedding, prefixes: Sequence[Sequence[Segment]],
                        pad_id: int = 0) -> SharedHeads | None:
-    """Split prefixes whose leading segments are equal (same ids or vectors) into shared heads and own tails; None
-    when no two prefixes share a first segment, or a prefix is a single segment. Every tail keeps at least the last
-    segment of its prefix."""
+    """Split prefixes into heads and own tails: each prefix's head is the longest run of leading segments (short of
+    its last segment) that another prefix starts with too, compared by ids or vector values; prefixes with equal
+    heads share one. None when no two prefixes share a first segment, or a prefix is a single segment."""
     if any(len(p) < 2 for p in prefixes):
         return None
-    groups: dict[tuple, list[int]] = {}
-    for i, prefix in enumerate(prefixes):
-        groups.setdefault(_fingerprint(prefix[0]), []).append(i)
-    if len(groups) == len(prefixes):
+    prints = [[_fingerprint(seg) for seg in prefix[:-1]] for prefix in prefixes]
+    starts = Counter(tuple(fp[:k]) for fp in prints for k in range(1, len(fp) + 1))
+    keys = []
+    for fp in prints:
+        k = next((k for k in range(len(fp), 0, -1) if starts[tuple(fp[:k])] > 1), 0)
+        keys.append(tuple(fp[:k]) if k else None)
+    if not any(keys):
         return None
-    heads, tails, head_of = [], [None] * len(prefixes), [0] * len(prefixes)
-    for rows in groups.values():
-        first = prefixes[rows[0]]
-        k = min(len(prefixes[r]) for r in rows) - 1  # >= 1
-        k = next((j for j in range(1, k) if len({_fingerprint(prefixes[r][j]) for r in rows}) > 1), k)
-        for r in rows:
-            tails[r], head_of[r] = list(prefixes[r][k:]), len(heads)
-        heads.append(list(first[:k]))
+    heads, tails, head_of, index = [], [], [], {}
+    for i, (prefix, key) in enumerate(zip(prefixes, keys)):
+        group = key or ("own", i)  # a prefix sharing nothing: its own head, all but its last segment
+        k = len(key) if key else len(prefix) - 1
+        if group not in index:
+            index[group] = len(heads)
+            heads.append(list(prefix[:k]))
+        head_of.append(index[group])
+        tails.append(list(prefix[k:]))
     return SharedHeads(heads=build_lm_input(embed, heads, pad_id=pad_id),
                        tails=build_lm_input(embed, tails, pad_id=pad_id),
                        head_of=torch.tensor(head_of, device=embed.weight.device))

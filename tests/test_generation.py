@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from seqcomp.baselines import baseline_prefix
@@ -134,3 +136,18 @@ def test_fewshot_prompts_read_their_shots_once_and_generate_as_from_token_ids(ti
                                                 for e in exs], GenerationConfig(8, 5), LayoutConfig(),
                    via_input_ids=True, progress=False)
     assert [g.token_ids for g in gens] == [g.token_ids for g in from_ids]
+
+
+def test_each_prefix_shares_its_longest_common_head(tiny, examples):
+    """Kept-context prompts all start with `Context:`, but only a passage's own questions share its text."""
+    passages = [examples[0], examples[1]]
+    rows = [dataclasses.replace(p, question=q) for p in passages for q in ("What is it?", "Where?", "Why?")]
+    rows.append(examples[2])  # a passage with one question: its head shares only the label
+    prefixes = [baseline_prefix("truncate", tiny.tokenizer, e, budget=6) for e in rows]
+    shared = split_shared_heads(tiny.embed, prefixes, pad_id=tiny.pad_id)
+    assert shared.head_of.tolist() == [0, 0, 0, 1, 1, 1, 2]
+    assert [n for _, n in shared.heads.segments[0]] == [len(prefixes[0][0]), 6]  # label + kept passage tokens
+    assert [name for name, _ in shared.heads.segments[2]] == ["context-label"]
+    ids, mask = _left_pad_ids(prefixes, tiny.pad_id, tiny.device)
+    from_ids = generate(tiny, input_ids=ids, attention_mask=mask, max_new_tokens=8)
+    assert [g.token_ids for g in generate(tiny, shared, max_new_tokens=8)] == [g.token_ids for g in from_ids]
